@@ -1,0 +1,3 @@
+from s3edit.cli import main
+
+main()

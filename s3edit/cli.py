@@ -1,0 +1,278 @@
+"""The `s3edit` command line: options in, a Pipeline run, results out.
+
+Results go to stdout (one line, or one JSON object, per input); progress and errors go to
+stderr. Exit codes: 0 ok, 1 failure, 2 usage, 3 no face in the video, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from s3edit.errors import S3EditError, UsageError
+
+app = typer.Typer(
+    help="Edit face attributes in videos (add eyeglasses, a smile, age...) while keeping "
+         "identity, motion and the rest of the frame.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+samples_app = typer.Typer(help="Public sample clips: list them, fetch one into the cache.",
+                          no_args_is_help=True)
+train_app = typer.Typer(help="Train the autoencoder and the attribute editors.",
+                        no_args_is_help=True)
+app.add_typer(samples_app, name="samples")
+app.add_typer(train_app, name="train")
+
+stderr = Console(stderr=True)
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
+
+
+class Blend(str, Enum):
+    residual = "residual"
+    plain = "plain"
+
+
+class EditorName(str, Enum):
+    linear = "linear"
+    lt = "lt"
+    s3 = "s3"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def fail(error: BaseException, verbose: bool) -> int:
+    """Report an error in one line (with the traceback under -v) and give its exit code."""
+    if isinstance(error, KeyboardInterrupt):
+        stderr.print("interrupted", style="yellow", highlight=False)
+        return 130
+    if verbose:
+        stderr.print(traceback.format_exc(), highlight=False, markup=False)
+    if isinstance(error, S3EditError):
+        stderr.print(f"error: {error}", style="red", highlight=False, markup=False)
+        return error.exit_code
+    stderr.print(f"error: {type(error).__name__}: {error}", style="red", highlight=False,
+                 markup=False)
+    return 1
+
+
+@contextmanager
+def stage_progress(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A progress hook for the pipeline: rich bars on a terminal, plain lines otherwise."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if not enabled:
+        yield lambda stage, total: (lambda n: None)
+        return
+    if not stderr.is_terminal:
+        def plain(stage: str, total: int) -> Callable[[int], None]:
+            start, done = time.perf_counter(), [0]
+
+            def advance(n: int) -> None:
+                done[0] += n
+                if done[0] >= total:
+                    took = time.perf_counter() - start
+                    stderr.print(f"{stage}: {total} frames in {took:.1f} s", highlight=False)
+            stderr.print(f"{stage}: {total} frames ...", highlight=False)
+            return advance
+        yield plain
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=stderr,
+                  transient=False) as bar:
+        def rich_stage(stage: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(stage, total=total)
+            return lambda n: bar.advance(task, n)
+        yield rich_stage
+
+
+def collect_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the videos they hold (sorted, not recursive)."""
+    found = []
+    for path in inputs:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir()
+                            if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+    if not found:
+        raise UsageError("no video files among the inputs")
+    return found
+
+
+def output_name(input_path: Path, attr: str, scale: float) -> str:
+    return f"{input_path.stem}.{attr.lower()}{scale:+g}.mp4"
+
+
+def plan_outputs(inputs: list[Path], output: Path | None, out_dir: Path | None, attr: str,
+                 scale: float) -> list[tuple[Path, Path]]:
+    if (output is None) == (out_dir is None):
+        raise UsageError("give either -o OUT (one input) or --out-dir DIR")
+    if output is not None:
+        if len(inputs) != 1:
+            raise UsageError(f"-o takes one input, got {len(inputs)}; use --out-dir for several")
+        if not output.parent.is_dir():
+            raise S3EditError(f"output folder {output.parent} does not exist")
+        return [(inputs[0], output)]
+    if not out_dir.is_dir():
+        raise S3EditError(f"output folder {out_dir} does not exist")
+    return [(path, out_dir / output_name(path, attr, scale)) for path in inputs]
+
+
+@app.command()
+def apply(
+    inputs: Annotated[list[Path], typer.Argument(help="Video files or folders of videos.",
+                                                 show_default=False)],
+    attr: Annotated[str, typer.Option("--attr", "-a", help="CelebA attribute to edit, e.g. "
+                                      "eyeglasses, smiling, young, blond_hair.")],
+    scale: Annotated[float, typer.Option("--scale", "-s", help="Edit strength; negative "
+                                         "removes the attribute, 0 reconstructs.")] = 0.5,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output video (one "
+                                                "input).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Folder for outputs of "
+                       "several inputs; existing outputs are skipped.")] = None,
+    editor: Annotated[EditorName, typer.Option(help="How the identity code is moved.")]
+    = EditorName.linear,
+    steps: Annotated[int, typer.Option(min=1, max=1000, help="DDIM steps for inversion and "
+                                       "decoding.")] = 20,
+    blend: Annotated[Blend, typer.Option(help="residual: add the edit's change onto the "
+                     "original face (keeps detail); plain: paste the decoded face.")]
+    = Blend.residual,
+    face_index: Annotated[int | None, typer.Option(min=0, help="Face to edit, numbered left "
+                          "to right on the first frame with faces (default: the largest).")]
+    = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Frames per model batch.")] = 8,
+    device: Annotated[Device, typer.Option(help="Where the model runs.")] = Device.auto,
+    seed: Annotated[int, typer.Option(help="Random seed (DDIM itself is deterministic).")] = 0,
+    weights: Annotated[Path | None, typer.Option(help="Weights folder (default: the bundled "
+                                                 "weights/, or $S3EDIT_WEIGHTS).")] = None,
+    no_model: Annotated[bool, typer.Option("--no-model", help="Skip the autoencoder: track, "
+                        "align and paste back only (checks the face stack).")] = False,
+    crf: Annotated[int, typer.Option(min=0, max=51, help="x264/x265 quality, lower is "
+                                     "better.")] = 18,
+    codec: Annotated[str, typer.Option(help="ffmpeg video encoder.")] = "libx264",
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop the audio track.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input on "
+                                          "stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")]
+    = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check inputs and show what "
+                                          "would be written, without editing.")] = False,
+) -> None:
+    """Edit one attribute of the tracked face in each input video.
+
+    Example: s3edit apply in.mp4 -o out.mp4 --attr eyeglasses --scale 0.6
+    """
+    from s3edit.edit.attributes import resolve_attribute
+
+    try:
+        attr = resolve_attribute(attr)
+        jobs = plan_outputs(collect_inputs(inputs), output, out_dir, attr, scale)
+        if output is not None and output.exists() and not overwrite:
+            raise S3EditError(f"{output} exists; use --overwrite to replace it")
+    except (S3EditError, KeyboardInterrupt) as error:
+        raise typer.Exit(fail(error, verbose)) from None
+
+    if dry_run:
+        for src, dst in jobs:
+            skip = dst.exists() and not overwrite
+            record = {"input": str(src), "output": str(dst), "attr": attr, "scale": scale,
+                      "status": "would skip (exists)" if skip else "would write"}
+            typer.echo(json.dumps(record) if as_json else f"{record['status']}: {src} -> {dst}")
+        return
+
+    import torch
+
+    from s3edit.pipeline import EditOptions, Pipeline
+
+    torch.manual_seed(seed)
+    codes = []
+    try:
+        codec_, editor_ = load_models(weights, device.value, steps, no_model, editor.value)
+    except (S3EditError, KeyboardInterrupt) as error:
+        raise typer.Exit(fail(error, verbose)) from None
+    options = EditOptions(attr=attr, scale=scale, blend=blend.value, face_index=face_index,
+                          batch_size=batch_size, crf=crf, codec=codec, audio=not no_audio,
+                          overwrite=overwrite)
+    for src, dst in jobs:
+        if dst.exists() and not overwrite and out_dir is not None:
+            emit({"input": str(src), "output": str(dst), "status": "skipped (exists)"}, as_json)
+            continue
+        try:
+            with stage_progress(not quiet) as hook:
+                result = Pipeline(codec_, editor_, options, progress=hook).run(src, dst)
+            emit(asdict(result), as_json)
+            codes.append(0)
+        except KeyboardInterrupt as error:
+            raise typer.Exit(fail(error, verbose)) from None
+        except Exception as error:  # one bad input must not stop a batch
+            code = fail(error, verbose)
+            emit({"input": str(src), "output": str(dst), "status": "error",
+                  "error": str(error), "exit_code": code}, as_json)
+            codes.append(code)
+    failed = [c for c in codes if c]
+    if failed:
+        raise typer.Exit(failed[0] if len(codes) == 1 else 1)
+
+
+def emit(record: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(record))
+    elif record.get("status") == "ok":
+        typer.echo(f"wrote {record['output']} ({record['frames']} frames, "
+                   f"{record['frames_with_face']} with a face, {record['seconds']:.1f} s)")
+    else:
+        typer.echo(f"{record['status']}: {record['input']} -> {record['output']}")
+
+
+def load_models(weights: Path | None, device: str, steps: int, no_model: bool, editor: str):
+    """The codec and editor a run uses, from the weights folder."""
+    from s3edit.edit.loading import load_editor
+    from s3edit.model import DiffusionFaceAutoencoder
+    from s3edit.model.codec import DiffusionCodec, PassThroughCodec
+    from s3edit.weights import autoencoder_dir, default_weights_dir, resolve_device
+
+    folder = weights or default_weights_dir()
+    if weights is not None and not weights.is_dir():
+        raise S3EditError(f"weights folder {weights} does not exist")
+    if no_model:
+        return PassThroughCodec(), load_editor(folder, editor)
+    model_dir = autoencoder_dir(folder)
+    if model_dir is None:
+        raise S3EditError(f"no autoencoder in {folder} (expected {folder}/autoencoder/"
+                          "config.json); train one with `s3edit train autoencoder` or use "
+                          "--no-model")
+    model = DiffusionFaceAutoencoder.from_pretrained(model_dir)
+    return DiffusionCodec(model, steps, resolve_device(device)), load_editor(folder, editor)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Editing the shared identity code: attribute names, classifiers and editors."""

@@ -1,0 +1,1 @@
+"""Face stack: detection and landmarks, tracking, FFHQ alignment, masks, paste-back, identity."""

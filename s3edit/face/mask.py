@@ -1,0 +1,150 @@
+"""Soft masks built from the 478-point face mesh: where an edit may change the frame.
+
+There is no face-parsing model offline, so every region is geometry on the landmarks. The face
+is the mesh's outer oval (forehead to chin, cheek to cheek). The hair region is a guess laid out
+in the face's own frame (it turns with the head): a half ellipse above the brow line reaching
+0.7 face heights up and 0.25 face widths past the oval on each side, with straight sides that
+come down to the nose tip. Limits: it does not know the real hairline, so long hair below the
+nose, a tall hairdo or a hat brim beyond that shape stays out of the mask, and background beside
+the head falls in it (harmless when pasting back the change only, see `paste.py`).
+
+Sizes scale with the face size, taken as the square root of the oval's area: unlike a bounding
+box it does not change with roll, and it shrinks less than the eye distance when the head turns.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# mediapipe's FACEMESH_FACE_OVAL as one closed loop, clockwise in the image from the forehead.
+FACE_OVAL = [
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+]
+# Vertices of FACEMESH_{LEFT,RIGHT}_EYE + _EYEBROW (mediapipe's left is the subject's left) and
+# of the outer ring of FACEMESH_LIPS; only their hulls are used, so the order does not matter.
+EYE_LEFT = [249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466]
+BROW_LEFT = [276, 282, 283, 285, 293, 295, 296, 300, 334, 336]
+EYE_RIGHT = [7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246]
+BROW_RIGHT = [46, 52, 53, 55, 63, 65, 66, 70, 105, 107]
+LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39,
+              40, 185]
+NOSE_TIP = 1
+MOUTH_CORNERS = (61, 291)
+EYE_CORNERS = (33, 133, 362, 263)
+
+HAIR_ATTRIBUTES = frozenset({
+    "bald", "bangs", "black_hair", "blond_hair", "brown_hair", "gray_hair", "receding_hairline",
+    "straight_hair", "wavy_hair", "wearing_hat",
+})
+REGIONS = ("eyes", "mouth", "hair", "face")
+
+
+def hair_attribute(attr: str | None) -> bool:
+    """True for CelebA attributes that change the hair (or hat), which lies outside the face."""
+    return attr is not None and attr.lower() in HAIR_ATTRIBUTES
+
+
+def face_size(mesh: np.ndarray) -> float:
+    """Square root of the face oval's area, in pixels (about the face width)."""
+    return float(np.sqrt(cv2.contourArea(mesh[FACE_OVAL].astype(np.float32))))
+
+
+def face_mask(mesh: np.ndarray, shape: tuple[int, int], *, attr: str | None = None,
+              dilate: float = 0.06, feather: float = 0.08) -> np.ndarray:
+    """Soft (h, w) float32 mask in [0, 1] of the face, plus the hair for hair attributes.
+
+    The polygon is grown by `dilate` and blurred by a Gaussian of sigma `feather` (both times
+    the face size); values under 1/255 become 0 and over 1 - 1/255 become 1, so the mask has a
+    crisp support and a solid inside.
+    """
+    polygons = [mesh[FACE_OVAL]]
+    if hair_attribute(attr):
+        polygons.append(_hair_polygon(mesh))
+    size = face_size(mesh)
+    return _soft_mask(polygons, shape, grow=dilate * size, sigma=feather * size)
+
+
+def region_mask(mesh: np.ndarray, shape: tuple[int, int], region: str) -> np.ndarray:
+    """Hard (h, w) float32 0/1 mask of one region, for measuring where an edit changed things.
+
+    'eyes': both eyes with their brows, grown by 4% of the face size; 'mouth': the outer lips,
+    grown by 4%; 'face': the oval; 'hair': the hair guess of `face_mask` minus the oval.
+    """
+    size = face_size(mesh)
+    if region == "eyes":
+        sides = [_hull(mesh[EYE_LEFT + BROW_LEFT]), _hull(mesh[EYE_RIGHT + BROW_RIGHT])]
+        soft = _soft_mask(sides, shape, grow=0.04 * size, sigma=0)
+    elif region == "mouth":
+        soft = _soft_mask([_hull(mesh[LIPS_OUTER])], shape, grow=0.04 * size, sigma=0)
+    elif region == "face":
+        soft = _soft_mask([mesh[FACE_OVAL]], shape, grow=0, sigma=0)
+    elif region == "hair":
+        hair = _soft_mask([_hair_polygon(mesh)], shape, grow=0, sigma=0)
+        soft = np.minimum(hair, 1 - _soft_mask([mesh[FACE_OVAL]], shape, grow=0, sigma=0))
+    else:
+        raise ValueError(f"unknown region {region!r}; expected one of {', '.join(REGIONS)}")
+    return (soft >= 0.5).astype(np.float32)
+
+
+def _hull(points: np.ndarray) -> np.ndarray:
+    return cv2.convexHull(points.astype(np.float32))[:, 0]
+
+
+def _hair_polygon(mesh: np.ndarray) -> np.ndarray:
+    """Polygon above and beside the face, laid out along the face's own axes."""
+    eye_a = mesh[list(EYE_CORNERS[:2])].mean(0)  # the subject's right eye, then left
+    eye_b = mesh[list(EYE_CORNERS[2:])].mean(0)
+    across = (eye_b - eye_a) / np.linalg.norm(eye_b - eye_a)
+    up = np.array([across[1], -across[0]])
+    if np.dot(up, (eye_a + eye_b) / 2 - mesh[list(MOUTH_CORNERS)].mean(0)) < 0:
+        up = -up  # point from the mouth to the eyes whatever the mesh's handedness
+
+    oval = mesh[FACE_OVAL].astype(np.float64)
+    u, v = oval @ across, oval @ up
+    width, height = np.ptp(u), np.ptp(v)
+    centre_u = (u.min() + u.max()) / 2
+    brow_v = float(np.mean(mesh[BROW_LEFT + BROW_RIGHT] @ up))
+    nose_v = float(mesh[NOSE_TIP] @ up)
+
+    half_w = width / 2 + 0.25 * width
+    angles = np.linspace(0, np.pi, 33)
+    arc_u = centre_u + half_w * np.cos(angles)
+    arc_v = brow_v + 0.7 * height * np.sin(angles)
+    pu = np.concatenate([[centre_u + half_w], arc_u, [centre_u - half_w]])
+    pv = np.concatenate([[nose_v], arc_v, [nose_v]])
+    return np.outer(pu, across) + np.outer(pv, up)
+
+
+def _soft_mask(polygons: list[np.ndarray], shape: tuple[int, int], grow: float, sigma: float
+               ) -> np.ndarray:
+    """Fill, grow by `grow` px and blur by `sigma` px, working only in the polygons' box."""
+    h, w = shape
+    pts = np.concatenate(polygons)
+    margin = grow + 4 * sigma + 2
+    x0, y0 = np.maximum(np.floor(pts.min(0) - margin), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(pts.max(0) + margin) + 1, [w, h]).astype(int)
+    out = np.zeros((h, w), np.float32)
+    if x1 <= x0 or y1 <= y0:
+        return out  # entirely outside the image
+
+    # 8 fractional bits keep sub-pixel vertex positions, so a moving face does not step.
+    shift = 8
+    roi = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    for poly in polygons:
+        fixed = np.round((poly - [x0, y0]) * (1 << shift)).astype(np.int32)
+        cv2.fillPoly(roi, [fixed], 255, lineType=cv2.LINE_AA, shift=shift)
+    if grow > 0:
+        # Everything within `grow` px of the filled area, with a one-pixel ramp at the edge.
+        outside = cv2.distanceTransform((roi < 128).astype(np.uint8), cv2.DIST_L2,
+                                        cv2.DIST_MASK_PRECISE)
+        soft = np.clip(grow + 0.5 - outside, 0, 1)
+    else:
+        soft = roi.astype(np.float32) / 255
+    if sigma > 0:
+        soft = cv2.GaussianBlur(soft, (0, 0), sigma)
+        soft[soft < 1 / 255] = 0
+        soft[soft > 1 - 1 / 255] = 1
+    out[y0:y1, x0:x1] = soft
+    return out

@@ -1,0 +1,85 @@
+"""Diffusion autoencoder for faces (DiffAE / Diffusion Video Autoencoders).
+
+A face is decoded from three things: the identity code (shared by all frames of a clip), the
+landmark code (per frame) and the DDIM noise map (per frame). The two codes are fused into
+z_face, which is added to the UNet's timestep embedding; with `resnet_time_scale_shift=
+"scale_shift"` that sum sets a scale and shift in every residual block.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from s3edit.model.codes import IDENTITY_DIM, LANDMARK_DIM
+
+
+class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        resolution: int = 64,
+        block_out_channels: tuple[int, ...] = (32, 64, 128, 128),
+        layers_per_block: int = 2,
+        attention_levels: tuple[int, ...] = (2, 3),
+        fusion_hidden: int = 512,
+        num_train_timesteps: int = 1000,
+    ):
+        super().__init__()
+        emb_dim = block_out_channels[0] * 4
+        down = [("AttnDownBlock2D" if i in attention_levels else "DownBlock2D")
+                for i in range(len(block_out_channels))]
+        up = [b.replace("Down", "Up") for b in reversed(down)]
+        self.unet = UNet2DModel(
+            sample_size=resolution,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            down_block_types=tuple(down),
+            up_block_types=tuple(up),
+            class_embed_type="identity",
+            resnet_time_scale_shift="scale_shift",
+        )
+        self.fusion = nn.Sequential(
+            nn.Linear(IDENTITY_DIM + LANDMARK_DIM, fusion_hidden),
+            nn.SiLU(),
+            nn.Linear(fusion_hidden, fusion_hidden),
+            nn.SiLU(),
+            nn.Linear(fusion_hidden, emb_dim),
+        )
+
+    def z_face(self, identity: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        return self.fusion(torch.cat([identity, landmarks], dim=-1))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, z_face: torch.Tensor) -> torch.Tensor:
+        """Predicted noise for images in [-1, 1]."""
+        return self.unet(x_t, t, class_labels=z_face).sample
+
+    def schedulers(self) -> tuple[DDIMScheduler, DDIMInverseScheduler]:
+        kwargs = dict(num_train_timesteps=self.config.num_train_timesteps, beta_schedule="linear",
+                      clip_sample=False, set_alpha_to_one=True, timestep_spacing="leading")
+        return DDIMScheduler(**kwargs), DDIMInverseScheduler(**kwargs)
+
+    @torch.no_grad()
+    def invert(self, x0: torch.Tensor, z_face: torch.Tensor, steps: int) -> torch.Tensor:
+        """Deterministic DDIM inversion: the noise map that decodes back to x0 under z_face."""
+        _, inverse = self.schedulers()
+        inverse.set_timesteps(steps, device=x0.device)
+        x = x0
+        for t in inverse.timesteps:
+            x = inverse.step(self(x, t.expand(len(x)), z_face), t, x).prev_sample
+        return x
+
+    @torch.no_grad()
+    def decode(self, x_T: torch.Tensor, z_face: torch.Tensor, steps: int) -> torch.Tensor:
+        """Deterministic DDIM sampling (eta = 0) from a noise map to an image in [-1, 1]."""
+        scheduler, _ = self.schedulers()
+        scheduler.set_timesteps(steps, device=x_T.device)
+        x = x_T
+        for t in scheduler.timesteps:
+            x = scheduler.step(self(x, t.expand(len(x)), z_face), t, x, eta=0.0).prev_sample
+        return x.clamp(-1, 1)

@@ -1,0 +1,183 @@
+"""The one place that knows the order of the stages.
+
+Pass 1 streams the video through the face detector and tracker (landmarks only are kept) and
+embeds the identity on a few evenly spread frames. The edit then changes the clip's identity
+code once. Pass 2 streams the video again: aligned crops go through the model in batches, are
+pasted back through the soft face mask, and the frames go straight to the encoder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from s3edit.edit.base import Editor
+from s3edit.face.align import align_crop, to_crop_coords
+from s3edit.face.identity import IdentityEncoder
+from s3edit.face.landmarks import FaceDetector, landmarks68
+from s3edit.face.mask import face_mask
+from s3edit.face.paste import paste_back
+from s3edit.face.track import FaceTrack, FaceTracker
+from s3edit.model.codec import FaceCodec
+from s3edit.model.codes import identity_code, landmark_code
+from s3edit.video import VideoInfo, VideoWriter, probe, read_frames
+
+# Stage name, total units -> a function that advances that stage by n units.
+ProgressHook = Callable[[str, int], Callable[[int], None]]
+
+
+def no_progress(stage: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+@dataclass
+class EditOptions:
+    attr: str
+    scale: float
+    blend: str = "residual"  # or "plain"
+    face_index: int | None = None
+    batch_size: int = 8
+    identity_frames: int = 16
+    max_gap: int = 8
+    sigma_centre: float = 1.0
+    sigma_xy: float = 3.0
+    crf: int = 18
+    codec: str = "libx264"
+    audio: bool = True
+    overwrite: bool = False
+
+
+@dataclass
+class EditResult:
+    input: str
+    output: str
+    frames: int
+    frames_with_face: int
+    frames_filled: int
+    frames_passed_through: int
+    fps: str
+    seconds: float
+    attr: str
+    scale: float
+    status: str = "ok"
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ClipAnalysis:
+    """Everything pass 1 learns: the tracked face and the clip's identity code."""
+
+    track: FaceTrack
+    identity: torch.Tensor  # (128,) L2-normalised mean over sampled frames
+
+
+class Pipeline:
+    def __init__(self, codec: FaceCodec, editor: Editor, options: EditOptions,
+                 progress: ProgressHook = no_progress):
+        self.codec = codec
+        self.editor = editor
+        self.options = options
+        self.progress = progress
+        self._identity_encoder: IdentityEncoder | None = None
+
+    @property
+    def identity_encoder(self) -> IdentityEncoder:
+        if self._identity_encoder is None:
+            self._identity_encoder = IdentityEncoder()
+        return self._identity_encoder
+
+    def analyse(self, info: VideoInfo) -> ClipAnalysis:
+        """Pass 1: track one face through the clip and average its identity embedding."""
+        opts = self.options
+        stride = max(1, info.frame_count // opts.identity_frames)
+        tracker = FaceTracker(face_index=opts.face_index)
+        embeddings = []
+        advance = self.progress("tracking face", info.frame_count)
+        with FaceDetector(video=True) as detect:
+            for t, frame in enumerate(read_frames(info)):
+                face = tracker.update(detect(frame))
+                if face is not None and t % stride == 0:
+                    embeddings.append(self.identity_encoder([frame], [face.lm68])[0])
+                advance(1)
+        track = tracker.finish(max_gap=opts.max_gap, sigma_centre=opts.sigma_centre,
+                               sigma_xy=opts.sigma_xy)
+        if not embeddings:  # the face showed only between the sampled frames: use any frame
+            embeddings = self._embed_first_face(info, track)
+        mean = identity_code(torch.from_numpy(np.asarray(embeddings))).mean(0)
+        return ClipAnalysis(track=track, identity=identity_code(mean))
+
+    def _embed_first_face(self, info: VideoInfo, track: FaceTrack) -> list[np.ndarray]:
+        first = int(np.flatnonzero(track.valid)[0])
+        for t, frame in enumerate(read_frames(info)):
+            if t == first:
+                return [self.identity_encoder([frame], [landmarks68(track.mesh[t])])[0]]
+        raise AssertionError("unreachable: the track's first valid frame is in the video")
+
+    def render(self, info: VideoInfo, clip: ClipAnalysis, output: Path) -> None:
+        """Pass 2: edit every tracked frame and write the video."""
+        opts = self.options
+        edited_identity = self.editor.edit(clip.identity, opts.attr, opts.scale)
+        advance = self.progress("editing frames", info.frame_count)
+        pending: list[tuple[int, np.ndarray]] = []
+        with VideoWriter(output, info, audio_from=info.path if opts.audio else None,
+                         crf=opts.crf, codec=opts.codec, overwrite=opts.overwrite) as writer:
+            for t, frame in enumerate(read_frames(info)):
+                pending.append((t, frame))
+                if sum(clip.track.valid[i] for i, _ in pending) >= opts.batch_size:
+                    self._flush(pending, clip, edited_identity, writer)
+                    advance(len(pending))
+                    pending = []
+            self._flush(pending, clip, edited_identity, writer)
+            advance(len(pending))
+
+    def _flush(self, pending: list[tuple[int, np.ndarray]], clip: ClipAnalysis,
+               edited_identity: torch.Tensor, writer: VideoWriter) -> None:
+        track, size = clip.track, self.codec.resolution
+        todo = [(t, frame) for t, frame in pending if track.valid[t]]
+        edited: dict[int, np.ndarray] = {}
+        if todo:
+            crops = np.stack([align_crop(frame, track.squares[t], size) for t, frame in todo])
+            lm = np.stack([to_crop_coords(landmarks68(track.mesh[t]), track.squares[t], size)
+                           for t, _ in todo]) / size
+            landmarks = landmark_code(torch.from_numpy(lm))
+            x0 = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
+            latents = self.codec.encode(x0, clip.identity, landmarks)
+            out = to_uint8(self.codec.decode(latents, edited_identity, landmarks))
+            recon = None
+            if self.options.blend == "residual":
+                same = torch.equal(edited_identity, clip.identity)
+                recon = out if same else to_uint8(
+                    self.codec.decode(latents, clip.identity, landmarks))
+            for i, (t, frame) in enumerate(todo):
+                mask = face_mask(track.mesh[t], frame.shape[:2], attr=self.options.attr)
+                edited[t] = paste_back(frame, out[i], track.squares[t], mask,
+                                       reconstructed_crop=None if recon is None else recon[i])
+        for t, frame in pending:
+            writer.write(edited.get(t, frame))
+
+    def run(self, input_path: Path, output_path: Path) -> EditResult:
+        start = time.perf_counter()
+        info = probe(input_path)
+        clip = self.analyse(info)
+        tracked = time.perf_counter()
+        self.render(info, clip, output_path)
+        done = time.perf_counter()
+        track = clip.track
+        return EditResult(
+            input=str(input_path), output=str(output_path), frames=track.frames,
+            frames_with_face=track.frames_with_face, frames_filled=track.frames_filled,
+            frames_passed_through=track.frames_passed_through, fps=str(info.fps),
+            seconds=round(done - start, 3), attr=self.options.attr, scale=self.options.scale,
+            stage_seconds={"analyse": round(tracked - start, 3),
+                           "render": round(done - tracked, 3)},
+        )
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, R, R) in [-1, 1] -> (N, R, R, 3) uint8."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,233 @@
+"""`s3edit train autoencoder`: fit the diffusion face autoencoder on aligned face crops.
+
+Loss (Diffusion Video Autoencoders): noise prediction for two independent noises of the same
+image at the same timestep, plus a regulariser that makes their predicted x0 agree inside the
+face, which pushes the face's content into z_face rather than into the noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from s3edit.model import DiffusionFaceAutoencoder, identity_code, landmark_code
+from s3edit.train.cache import SHARD_SIZE, FaceShard, build_image_cache, celeba_images, load_cache
+from s3edit.train.checkpoint import load_optimizer, replace_dir, save_optimizer
+
+
+@dataclass
+class AutoencoderTrainConfig:
+    data: Path
+    out: Path
+    resolution: int = 64
+    block_out_channels: tuple[int, ...] = (32, 64, 128, 128)
+    steps: int = 100_000
+    batch_size: int = 8
+    lr: float = 2e-4
+    warmup: int = 500
+    ema_decay: float = 0.999
+    reg_weight: float = 1.0
+    holdout: int = 2000
+    limit: int | None = None  # use only the first N training images (small runs, tests)
+    save_every: int = 250
+    sample_every: int = 1000
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class FaceBatchSource:
+    """Aligned faces at the training resolution, with codes and face masks, held in memory."""
+
+    images: torch.Tensor  # (N, 3, R, R) in [-1, 1]
+    identity: torch.Tensor  # (N, 128)
+    landmarks: torch.Tensor  # (N, 102)
+    masks: torch.Tensor  # (N, 1, R, R)
+
+    @classmethod
+    def from_shard(cls, shard: FaceShard, resolution: int) -> FaceBatchSource:
+        crops = shard.crops.permute(0, 3, 1, 2).float() / 127.5 - 1
+        if crops.shape[-1] != resolution:
+            crops = F.interpolate(crops, size=resolution, mode="area")
+        return cls(crops, identity_code(shard.identity), landmark_code(shard.lm68),
+                   hull_masks(shard.mesh.float(), resolution))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.images, self.identity, self.landmarks, self.masks
+
+
+def hull_masks(mesh_unit: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Face region masks: the convex hull of the mesh, whose outline is the face oval."""
+    masks = np.zeros((len(mesh_unit), 1, resolution, resolution), np.float32)
+    for i, points in enumerate(mesh_unit.numpy() * resolution):
+        hull = cv2.convexHull(points.astype(np.float32)).astype(np.int32)
+        cv2.fillConvexPoly(masks[i, 0], hull, 1.0)
+    return torch.from_numpy(masks)
+
+
+def split_shards(count: int, holdout: int) -> tuple[range, range]:
+    """Training and held-out shard ranges: the last `holdout` images are never trained on."""
+    assert holdout % SHARD_SIZE == 0 or count <= SHARD_SIZE, "holdout must be whole shards"
+    total = math.ceil(count / SHARD_SIZE)
+    held = math.ceil(holdout / SHARD_SIZE) if count > SHARD_SIZE else 0
+    return range(0, total - held), range(total - held, total)
+
+
+def diffusion_loss(model: DiffusionFaceAutoencoder, alphas_cumprod: torch.Tensor,
+                   x0: torch.Tensor, z_face: torch.Tensor, mask: torch.Tensor,
+                   reg_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    n = len(x0)
+    t = torch.randint(0, len(alphas_cumprod), (n,), device=x0.device)
+    a = alphas_cumprod[t].view(n, 1, 1, 1)
+    noise = torch.randn(2, *x0.shape, device=x0.device)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise  # (2, N, ...) two noisings of each image
+    eps = model(x_t.flatten(0, 1), t.repeat(2), z_face.repeat(2, 1)).view_as(noise)
+    loss_eps = F.mse_loss(eps, noise)
+    x0_pred = ((x_t - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+    loss_reg = ((x0_pred[0] - x0_pred[1]).pow(2) * mask).sum() / (mask.sum() * 3).clamp(min=1)
+    loss = loss_eps + reg_weight * loss_reg
+    return loss, {"eps": loss_eps.item(), "reg": loss_reg.item()}
+
+
+@torch.no_grad()
+def reconstruct(model: DiffusionFaceAutoencoder, x0: torch.Tensor, z_face: torch.Tensor,
+                steps: int) -> torch.Tensor:
+    return model.decode(model.invert(x0, z_face, steps), z_face, steps)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB for images in [-1, 1]."""
+    mse = (a - b).pow(2).flatten(1).mean(1) / 4
+    return 10 * torch.log10(1 / mse.clamp(min=1e-10))
+
+
+def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
+    images = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    rows = [np.hstack(list(images[i:i + columns])) for i in range(0, len(images), columns)]
+    if len(rows) > 1 and rows[-1].shape != rows[0].shape:
+        rows[-1] = np.pad(rows[-1], ((0, 0), (0, rows[0].shape[1] - rows[-1].shape[1]), (0, 0)))
+    cv2.imwrite(str(path), np.vstack(rows)[:, :, ::-1])
+
+
+def load_face_sources(cfg: AutoencoderTrainConfig) -> tuple[FaceBatchSource, FaceBatchSource]:
+    paths = celeba_images(Path(cfg.data))
+    train_shards, held_shards = split_shards(len(paths), cfg.holdout)
+    if cfg.limit is not None:
+        train_shards = range(0, min(len(train_shards), math.ceil(cfg.limit / SHARD_SIZE)))
+    folder = build_image_cache(paths, 128, shards=[*train_shards, *held_shards])
+    train = FaceBatchSource.from_shard(load_cache(folder, train_shards), cfg.resolution)
+    # A folder smaller than one shard has no held-out part; its samples then show training faces.
+    held = (FaceBatchSource.from_shard(load_cache(folder, held_shards), cfg.resolution)
+            if held_shards else train)
+    if cfg.limit is not None:
+        train = FaceBatchSource(*(t[:cfg.limit] for t in train.tensors()))
+    return train, held
+
+
+def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Path:
+    """Train (or resume) and return the folder holding the EMA weights."""
+    from accelerate import Accelerator
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    accelerator = Accelerator(cpu=cfg.device == "cpu")
+    torch.manual_seed(cfg.seed + accelerator.process_index)
+    out = Path(cfg.out)
+    ckpt = out / "checkpoint"
+    train, held = load_face_sources(cfg)
+
+    if (ckpt / "model").exists():
+        model = DiffusionFaceAutoencoder.from_pretrained(ckpt / "model")
+        ema = DiffusionFaceAutoencoder.from_pretrained(ckpt / "ema")
+        step = json.loads((ckpt / "state.json").read_text())["step"]
+    else:
+        model = DiffusionFaceAutoencoder(resolution=cfg.resolution,
+                                         block_out_channels=tuple(cfg.block_out_channels))
+        ema, step = copy.deepcopy(model), 0
+    ema.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if (ckpt / "optimizer.safetensors").exists():
+        load_optimizer(optimizer, ckpt / "optimizer.safetensors")
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup), last_epoch=step - 1)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema.to(accelerator.device)
+    alphas = model_unwrapped(accelerator, model).schedulers()[0].alphas_cumprod
+    alphas = alphas.to(accelerator.device)
+    # A fixed held-out batch for the sample grid, so grids of different steps compare.
+    grid_ids = torch.arange(min(16, len(held)))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=1))
+
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+               "{task.total}"), TextColumn("{task.fields[stats]}"), TimeRemainingColumn()]
+    with Progress(*columns, disable=not (progress and accelerator.is_main_process)) as bar:
+        task = bar.add_task("train autoencoder", total=cfg.steps, completed=step, stats="")
+        tic, log = time.perf_counter(), []
+        while step < cfg.steps:
+            idx = torch.randint(0, len(train), (cfg.batch_size,))
+            x0, ident, lms, mask = (t[idx].to(accelerator.device) for t in train.tensors())
+            model.train()
+            z_face = model_unwrapped(accelerator, model).z_face(ident, lms)
+            loss, parts = diffusion_loss(model_unwrapped(accelerator, model), alphas, x0, z_face,
+                                         mask, cfg.reg_weight)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            update_ema(ema, model_unwrapped(accelerator, model), cfg.ema_decay)
+            step += 1
+            log.append(loss.item())
+            if step % cfg.log_every == 0:
+                rate = cfg.log_every / (time.perf_counter() - tic)
+                stats = f"loss {np.mean(log):.4f} eps {parts['eps']:.4f} {rate:.2f} it/s"
+                bar.update(task, completed=step, stats=stats)
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps({"step": step, "loss": float(np.mean(log)), **parts,
+                                        "it_s": rate}) + "\n")
+                tic, log = time.perf_counter(), []
+            if accelerator.is_main_process and (step % cfg.save_every == 0 or step == cfg.steps):
+                save_checkpoint(model_unwrapped(accelerator, model), ema, optimizer, step, ckpt)
+            if accelerator.is_main_process and step % cfg.sample_every == 0:
+                ids = grid_ids.to(accelerator.device)
+                z = ema.z_face(held.identity[ids].to(accelerator.device),
+                               held.landmarks[ids].to(accelerator.device))
+                noise = torch.randn(len(ids), 3, cfg.resolution, cfg.resolution,
+                                    generator=torch.Generator().manual_seed(0)).to(z.device)
+                ema.eval()
+                save_grid(ema.decode(noise, z, 20), out / f"samples-{step:07d}.png")
+    return ckpt / "ema"
+
+
+def model_unwrapped(accelerator, model: torch.nn.Module) -> DiffusionFaceAutoencoder:
+    return accelerator.unwrap_model(model)
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def save_checkpoint(model: DiffusionFaceAutoencoder, ema: DiffusionFaceAutoencoder,
+                    optimizer: torch.optim.Optimizer, step: int, ckpt: Path) -> None:
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp / "model")
+    ema.save_pretrained(tmp / "ema")
+    save_optimizer(optimizer, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    replace_dir(tmp, ckpt)

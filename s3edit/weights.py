@@ -1,0 +1,62 @@
+"""Finding and loading the weights folder: the autoencoder and the editors, with a manifest.
+
+Layout (each part optional):
+    weights/manifest.json           sha256, command, data and quality of every file
+    weights/autoencoder/            config.json + diffusion_pytorch_model.safetensors
+    weights/editors/<name>/         config.json + safetensors of one editor
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from s3edit.errors import S3EditError
+
+REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+def default_weights_dir() -> Path:
+    return Path(os.environ.get("S3EDIT_WEIGHTS", REPO_WEIGHTS))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise S3EditError("--device cuda asked for, but torch sees no CUDA GPU")
+    return torch.device(device)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest(weights_dir: Path) -> dict:
+    path = weights_dir / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {"files": {}}
+
+
+def verify(weights_dir: Path) -> dict[str, str]:
+    """Each file the manifest lists -> 'ok', 'missing' or 'checksum mismatch'."""
+    status = {}
+    for name, entry in manifest(weights_dir).get("files", {}).items():
+        path = weights_dir / name
+        if not path.exists():
+            status[name] = "missing"
+        else:
+            status[name] = "ok" if sha256(path) == entry["sha256"] else "checksum mismatch"
+    return status
+
+
+def autoencoder_dir(weights_dir: Path) -> Path | None:
+    folder = weights_dir / "autoencoder"
+    return folder if (folder / "config.json").exists() else None

@@ -1,0 +1,329 @@
+"""Face stack: tracking, alignment round trip, masks and paste-back.
+
+Unit tests use one real mediapipe mesh stored below, so they run without the shared data; the
+tests on real clips skip when it is absent.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from s3edit.errors import NoFaceError, S3EditError
+from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords, uncrop
+from s3edit.face.landmarks import Face, FaceDetector, landmarks68
+from s3edit.face.mask import face_mask, hair_attribute, region_mask
+from s3edit.face.paste import paste_back
+from s3edit.face.track import FaceTracker
+
+# The 478-point mesh mediapipe found on frame 0 of videoretalking/examples/face/1.mp4, moved to
+# the origin, scaled to 250 px at most and rounded to whole pixels (uint8, zlib, base64).
+_MESH_B64 = (
+    "eNoBvAND/HiuiI2BloFsiYOKdohYRUuKP4wyjwV4sne2drh2uXa9dsJ1x3TShZJ7kBggXFVTVUtUP01jVFU4XjpLOE"
+    "M7NFJO3kJID0ooSVF/bqtttGKtWrBktF20Sr2Ai4GCNi9naWaGZYEzeoF2USVCKCgQeDRmP0SzBalsjHOQT7RRtT0h"
+    "ZItjKGMgWQAyG14TLiojKG2wY7Fbsm2PULRVt1O1c4petWW2bbdo0GrFa8Bsu223XrVct1q5WbxUowB1g5RYtVe2dZ"
+    "RlkXSSXG1McmKFPQVFFE4dUsR4JnUWcwBDUSdYaVI3Pm9jboMaXi9gPWVPZVxjZ19/WRlzLjuBkWdyBUhvW1+GPEdt"
+    "fQCOaU94eSHDG88JdRS0GDdJ6ICTXXgdSk5OVVBTuBeIWPc56Cvejhtr+ltQYlBmTyU4YkhbRVVETUVIRg0ySU1/nl"
+    "+ebYtznYhMLtI63VrwDr5nTHhnbvNI8QiLZbZjuWK8YcFby1e0VbNTskuqJo53XXJHa0hYtR+mfEhU1IlsgGOJYm91"
+    "cOly3WPbQMBWjEjMQIhMlTSYXuZnejXHQdM6sxaZK7MLoEGhcGxxiGmKd4JtPGAzVDFIMj42M0gLXzpXRFtRXFxbZV"
+    "lsVwJfZ4x5cHmJfI93i2mQfpB9kmxPclJ2VEVHPkCQbrlaipPSPaRfq2CyYbtenlyzRatFu0i/Tb9ljeO8WM9mx1+m"
+    "ioKtf7eLspC3hriLupjFjo2RhMpGmXCcjZyIu4yReL04xj3QK5w7o0ifvbO8lJKOlJW+k73KOJqSsDazLrsRzjK3Ic"
+    "1C0UGBs4i2jrmSk5S+kb+SvZOOibuEun65ftN/yH/Cf71+uYm7i72NwI7DnKzBj428j72Ll5WXjJagdqx/nI3KHMcn"
+    "wTGRy6EupB6oCrdgxW2bWcRSlWmZicx3wXO4dqtyoW2aZ49byYvJUomSmHnLZZVhmo2/WZmDu6WbVpZ9q9Gl28mOtM"
+    "XQUo3thpSegcxislusW5LBw518+ZLum+amWaBYnVfNUKJRqVCvULVSuVXQT7ZalqWVkIqgoNyX5H/yrM6dVJNriPXC"
+    "ooS6hr2HwYjGic+PvJG7k7uftLyhkmGXTZtPjby3uJJLi9mQZZZ6f92eyp+WldOwl6Whs6eA6ZmAotGX26a/vq2uwb"
+    "y1qK6VcpaNmZCWhp9ErUC4QMBExErCXM16vGm0aqtpomWcYZddxXqXk5Rzko2MkZGOlJWLkomUmFaUV5JZulbBUlZK"
+    "X0tXQk5JVlGrVLJWrE2jU6lcohTVSQ=="
+)
+CLIP = "videos/videoretalking/examples/face/1.mp4"
+
+
+def real_mesh(scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    raw = np.frombuffer(zlib.decompress(base64.b64decode(_MESH_B64)), np.uint8)
+    return raw.reshape(478, 2).astype(np.float32) * scale + np.float32(offset)
+
+
+def face(scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> Face:
+    return Face(mesh=real_mesh(scale, offset))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
+
+
+def smooth_image(h: int, w: int) -> np.ndarray:
+    """A colourful image with only low frequencies, so resampling loses almost nothing."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    channels = [128 + 90 * np.sin(x / 37 + k) * np.cos(y / 29 - k) for k in range(3)]
+    return np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8)
+
+
+def centre_x(f: Face) -> float:
+    return float((f.box[0] + f.box[2]) / 2)
+
+
+# --- tracking ---------------------------------------------------------------------------------
+
+def test_default_picks_largest_face_and_keeps_following_it():
+    tracker = FaceTracker()
+    small, big = face(0.4, (0, 0)), face(0.8, (300, 40))
+    assert tracker.update([small, big]) is big
+    # Later the other face grows larger, but the tracked one is followed by overlap.
+    for t in range(1, 6):
+        moved = face(0.8, (300 + 3 * t, 40))
+        assert tracker.update([face(1.0, (0, 0)), moved]) is moved
+    assert tracker.finish().frames_with_face == 6
+
+
+def test_face_index_counts_from_the_left_on_the_first_frame_with_faces():
+    left, middle, right = face(0.5, (0, 0)), face(0.6, (200, 0)), face(0.4, (400, 0))
+    for index, expected in enumerate([left, middle, right]):
+        tracker = FaceTracker(face_index=index)
+        assert tracker.update([]) is None
+        assert tracker.update([right, left, middle]) is expected
+
+
+def test_face_index_out_of_range_says_how_many_faces():
+    tracker = FaceTracker(face_index=2)
+    tracker.update([])
+    with pytest.raises(S3EditError, match="2 face") as info:
+        tracker.update([face(0.5, (0, 0)), face(0.5, (300, 0))])
+    assert "\n" not in str(info.value)
+    with pytest.raises(S3EditError):
+        FaceTracker(face_index=-1)
+
+
+def test_gaps_are_filled_or_passed_through():
+    # none x2 | face 2-9 | short gap 10-13 | face 14-19 | long gap 20-29 | face 30-34 | none x2
+    present = np.zeros(37, bool)
+    present[2:10] = present[14:20] = present[30:35] = True
+    tracker = FaceTracker()
+    for t in range(37):
+        here = face(0.8, (2.0 * t, 10))  # moves 2 px a frame, so interpolation is exact
+        # Once the face is picked, another face that never overlaps it must not be taken.
+        others = [face(0.3, (600, 400))] if t > 2 else []
+        tracker.update([here, *others] if present[t] else others)
+    track = tracker.finish(max_gap=8, sigma_centre=0, sigma_xy=0)
+
+    expected_valid = present.copy()
+    expected_valid[10:14] = True
+    np.testing.assert_array_equal(track.valid, expected_valid)
+    assert (track.frames, track.frames_with_face, track.frames_filled,
+            track.frames_passed_through) == (37, 19, 4, 14)
+    np.testing.assert_allclose(track.mesh[12], real_mesh(0.8, (24, 10)), atol=1e-3)
+    truth = square_from_landmarks(landmarks68(real_mesh(0.8, (24, 10))))
+    np.testing.assert_allclose(track.squares[12], truth, atol=1e-3)
+    assert np.isnan(track.squares[~track.valid]).all()
+    assert np.isnan(track.mesh[~track.valid]).all()
+
+
+def test_no_face_at_all_raises():
+    tracker = FaceTracker()
+    for _ in range(5):
+        tracker.update([])
+    with pytest.raises(NoFaceError, match="any of the 5 frames"):
+        tracker.finish()
+
+
+def test_smoothing_reduces_jitter_and_keeps_a_still_face():
+    rng = np.random.default_rng(0)
+    jittery, still = FaceTracker(), FaceTracker()
+    for _ in range(40):
+        jittery.update([face(0.8, tuple(100 + rng.normal(0, 2, 2)))])
+        still.update([face(0.8, (100, 100))])
+    raw = [square_from_landmarks(lm) for lm in landmarks68(jittery.finish(0, 0, 0).mesh)]
+    raw_steps = np.diff(np.array(raw)[:, 0], axis=0)
+    smooth_steps = np.diff(jittery.finish().squares[:, 0], axis=0)
+    assert smooth_steps.var() < 0.3 * raw_steps.var()
+
+    truth = square_from_landmarks(landmarks68(real_mesh(0.8, (100, 100))))
+    np.testing.assert_allclose(still.finish().squares, np.broadcast_to(truth, (40, 3, 2)),
+                               atol=1e-3)
+
+
+def test_smoothing_does_not_cross_a_passed_through_gap():
+    tracker = FaceTracker(iou_threshold=0.0)  # let the face jump across the frame
+    for t in range(30):
+        if t < 10:
+            tracker.update([face(0.8, (0, 0))])
+        elif t < 20:
+            tracker.update([])
+        else:
+            tracker.update([face(0.8, (50, 0))])
+    track = tracker.finish(max_gap=5)
+    before = square_from_landmarks(landmarks68(real_mesh(0.8, (0, 0))))
+    after = square_from_landmarks(landmarks68(real_mesh(0.8, (50, 0))))
+    np.testing.assert_allclose(track.squares[9], before, atol=1e-3)
+    np.testing.assert_allclose(track.squares[20], after, atol=1e-3)
+
+
+# --- alignment --------------------------------------------------------------------------------
+
+def test_align_crop_round_trip():
+    frame = smooth_image(300, 400)
+    square = np.array([[200.0, 150.0], [70.0, 15.0], [-15.0, 70.0]])  # rotated, 143 px side
+    back = uncrop(align_crop(frame, square, 256), square, frame.shape)
+    y, x = np.mgrid[0:300, 0:400]
+    inside = to_crop_coords(np.stack([x, y], -1).astype(np.float64), square, 256)
+    inside = ((inside > 4) & (inside < 252)).all(-1)
+    assert psnr(back[inside], frame[inside]) > 30
+
+
+# --- masks ------------------------------------------------------------------------------------
+
+def test_hair_attributes():
+    assert all(map(hair_attribute, ["Blond_Hair", "bangs", "WEARING_HAT", "Receding_Hairline"]))
+    assert not hair_attribute("Smiling") and not hair_attribute(None)
+
+
+def _up(mesh: np.ndarray) -> np.ndarray:
+    """Unit vector from the chin to the top of the forehead."""
+    v = mesh[10] - mesh[152]
+    return v / np.linalg.norm(v)
+
+
+@pytest.mark.parametrize("turn", [0, 90])
+def test_face_and_hair_masks(turn: int):
+    # Nose at the middle of the frame; turned about it, the hair region must turn with it.
+    cos, sin = np.cos(np.radians(turn)), np.sin(np.radians(turn))
+    mesh = real_mesh(0.8)
+    mesh = (mesh - mesh[1]) @ np.array([[cos, sin], [-sin, cos]]) + (260, 260)
+    shape = (520, 520)
+    face_m = face_mask(mesh, shape)
+    hair_m = face_mask(mesh, shape, attr="Black_Hair")
+    for m in (face_m, hair_m):
+        assert m.shape == shape and m.dtype == np.float32
+        assert m.min() == 0 and m.max() == 1
+
+    def at(m: np.ndarray, p: np.ndarray) -> float:
+        return float(m[int(round(p[1])), int(round(p[0]))])
+
+    height = np.linalg.norm(mesh[10] - mesh[152])
+    above = mesh[10] + _up(mesh) * 0.25 * height  # between the forehead top and the crown
+    assert at(face_m, mesh[1]) == 1 and at(hair_m, mesh[1]) == 1
+    y, x = np.mgrid[0:520, 0:520]
+    assert (face_m[np.hypot(x - mesh[1, 0], y - mesh[1, 1]) > height] == 0).all()
+    assert at(hair_m, above) == 1 and at(face_m, above) < 0.5
+    assert (hair_m >= face_m).all() and hair_m.sum() > 1.3 * face_m.sum()
+
+
+def test_region_masks():
+    mesh = real_mesh(0.8, (200, 150))
+    shape = (420, 520)
+    eyes, mouth, hair, whole = (region_mask(mesh, shape, r) for r in ("eyes", "mouth", "hair",
+                                                                      "face"))
+    for m in (eyes, mouth, hair, whole):
+        assert set(np.unique(m)) <= {0.0, 1.0}
+
+    def at(m: np.ndarray, i: int) -> float:
+        return float(m[int(round(mesh[i, 1])), int(round(mesh[i, 0]))])
+
+    assert at(eyes, 468) == at(eyes, 473) == 1 and at(eyes, 1) == 0  # irises in, nose out
+    assert at(mouth, 13) == 1 and at(mouth, 1) == 0
+    assert at(whole, 1) == 1 and at(hair, 1) == 0
+    assert not (hair * whole).any()
+    with pytest.raises(ValueError, match="unknown region"):
+        region_mask(mesh, shape, "ears")
+
+
+# --- paste-back -------------------------------------------------------------------------------
+
+def _scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    mesh = real_mesh(0.8, (200, 150))
+    frame = smooth_image(420, 520)
+    square = square_from_landmarks(landmarks68(mesh))
+    return frame, square, face_mask(mesh, frame.shape[:2]), mesh
+
+
+def test_plain_paste_of_the_unedited_crop_keeps_the_frame():
+    frame, square, mask, _ = _scene()
+    out = paste_back(frame, align_crop(frame, square, 256), square, mask)
+    assert out.dtype == np.uint8 and out.shape == frame.shape
+    assert psnr(out, frame) > 35
+    np.testing.assert_array_equal(out[mask == 0], frame[mask == 0])
+
+
+def test_plain_paste_puts_the_edit_inside_the_mask_only():
+    frame, square, mask, mesh = _scene()
+    edited = np.full((256, 256, 3), 255, np.uint8)
+    out = paste_back(frame, edited, square, mask)
+    nose = tuple(np.round(mesh[1, ::-1]).astype(int))
+    assert (out[nose] == 255).all()
+    np.testing.assert_array_equal(out[mask == 0], frame[mask == 0])
+
+
+def test_residual_paste():
+    frame, square, mask, mesh = _scene()
+    rng = np.random.default_rng(1)
+    reconstructed = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    same = paste_back(frame, reconstructed.copy(), square, mask,
+                      reconstructed_crop=reconstructed)
+    np.testing.assert_array_equal(same, frame)
+
+    reconstructed = np.minimum(reconstructed, 235)  # so that adding 20 never wraps around
+    brighter = reconstructed + np.uint8(20)
+    out = paste_back(frame, brighter, square, mask,
+                     reconstructed_crop=reconstructed)
+    nose = tuple(np.round(mesh[1, ::-1]).astype(int))
+    expected = np.minimum(frame[nose].astype(int) + 20, 255)
+    np.testing.assert_array_equal(out[nose], expected)
+    np.testing.assert_array_equal(out[mask == 0], frame[mask == 0])
+    with pytest.raises(ValueError, match="differ in shape"):
+        paste_back(frame, brighter, square, mask, reconstructed_crop=reconstructed[:128])
+
+
+# --- real clips -------------------------------------------------------------------------------
+
+def _frames(path: Path, count: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < count:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
+def test_tracks_a_real_clip(shared_data):
+    frames = _frames(shared_data / CLIP, 30)
+    assert len(frames) == 30
+    tracker = FaceTracker()
+    with FaceDetector(video=True) as detect:
+        for frame in frames:
+            assert tracker.update(detect(frame)) is not None
+    track, raw = tracker.finish(), tracker.finish(sigma_centre=0, sigma_xy=0)
+    assert track.valid.all() and track.frames_with_face == 30 and track.frames_filled == 0
+
+    def jitter(squares: np.ndarray) -> tuple[float, float]:
+        """Mean frame-to-frame change of the side and mean centre acceleration, per side."""
+        side = 2 * np.linalg.norm(squares[:, 1], axis=1)
+        accel = np.linalg.norm(np.diff(squares[:, 0], 2, axis=0), axis=1)
+        return np.abs(np.diff(side)).mean() / side.mean(), accel.mean() / side.mean()
+
+    (scale, accel), (raw_scale, raw_accel) = jitter(track.squares), jitter(raw.squares)
+    assert scale < 0.5 * raw_scale and accel < 0.7 * raw_accel
+    assert scale < 0.003 and accel < 0.005  # the crop neither breathes nor shakes
+
+
+def test_picks_left_and_right_of_two_real_faces(shared_data):
+    frame = _frames(shared_data / CLIP, 1)[0]
+    half = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2),
+                      interpolation=cv2.INTER_AREA)
+    pair = np.hstack([half, half])
+    with FaceDetector(video=False) as detect:
+        faces = detect(pair)
+    assert len(faces) == 2
+    middle = half.shape[1]
+    left = FaceTracker(face_index=0).update(faces)
+    right = FaceTracker(face_index=1).update(faces)
+    assert centre_x(left) < middle < centre_x(right)
+    with pytest.raises(S3EditError, match="2 face"):
+        FaceTracker(face_index=2).update(faces)
