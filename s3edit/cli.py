@@ -34,7 +34,7 @@ train_app = typer.Typer(help="Train the autoencoder and the attribute editors.",
 app.add_typer(samples_app, name="samples")
 app.add_typer(train_app, name="train")
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
 
 
@@ -276,3 +276,139 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+@app.command()
+def preview(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Video file.")],
+    frame: Annotated[int, typer.Option(min=0, help="Frame number (from 0).")] = 0,
+    attr: Annotated[str, typer.Option("--attr", "-a", help="CelebA attribute.")] = "Eyeglasses",
+    scale: Annotated[float, typer.Option("--scale", "-s", help="Edit strength.")] = 0.5,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.")]
+    = Path("preview.png"),
+    editor: Annotated[EditorName, typer.Option()] = EditorName.linear,
+    steps: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    device: Annotated[Device, typer.Option()] = Device.auto,
+    weights: Annotated[Path | None, typer.Option()] = None,
+    no_model: Annotated[bool, typer.Option("--no-model")] = False,
+    overwrite: Annotated[bool, typer.Option()] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Original, reconstruction and edit of one frame side by side, with the face box and
+    landmarks drawn on the original.
+
+    Example: s3edit preview in.mp4 --frame 30 --attr smiling --scale 0.8 -o preview.png
+    """
+    from s3edit.edit.attributes import resolve_attribute
+    from s3edit.preview import render_preview
+
+    try:
+        attr = resolve_attribute(attr)
+        if output.exists() and not overwrite:
+            raise S3EditError(f"{output} exists; use --overwrite to replace it")
+        if not output.parent.is_dir():
+            raise S3EditError(f"output folder {output.parent} does not exist")
+        codec_, editor_ = load_models(weights, device.value, steps, no_model, editor.value)
+        render_preview(input_path, frame, attr, scale, codec_, editor_, output)
+    except (Exception, KeyboardInterrupt) as error:
+        raise typer.Exit(fail(error, verbose)) from None
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+def info(
+    weights: Annotated[Path | None, typer.Option(help="Weights folder to check.")] = None,
+) -> None:
+    """Versions, compute device, and the weights found with their checksums."""
+    import platform
+
+    import torch
+
+    from s3edit import __version__
+    from s3edit.video.binaries import ffmpeg_exe, ffprobe_exe
+    from s3edit.weights import default_weights_dir, manifest, verify
+
+    versions = {"s3edit": __version__, "python": platform.python_version(),
+                "torch": torch.__version__}
+    for module in ("diffusers", "mediapipe", "dlib", "cv2", "numpy", "safetensors"):
+        try:
+            versions[module] = getattr(__import__(module), "__version__", "?")
+        except ImportError:
+            versions[module] = "not installed"
+    for key, value in versions.items():
+        typer.echo(f"{key:12s} {value}")
+    typer.echo(f"{'ffmpeg':12s} {ffmpeg_exe()}")
+    typer.echo(f"{'ffprobe':12s} {ffprobe_exe() or 'not found (probing falls back to ffmpeg)'}")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    typer.echo(f"{'cuda':12s} {gpu}; {torch.get_num_threads()} CPU threads")
+    folder = weights or default_weights_dir()
+    typer.echo(f"{'weights':12s} {folder}")
+    listed = manifest(folder).get("files", {})
+    if not listed:
+        typer.echo("  (no manifest.json: no weights listed)")
+    for name, status in verify(folder).items():
+        typer.echo(f"  {name}: {status} (sha256 {listed[name]['sha256'][:16]}...)")
+
+
+@samples_app.command("list")
+def samples_list() -> None:
+    """The sample clips the manifest names."""
+    from s3edit.samples import list_samples
+
+    for sample in list_samples():
+        typer.echo(f"{sample.name:28s} {sample.duration:5.1f} s {sample.width}x{sample.height} "
+                   f"audio={'yes' if sample.audio else 'no'}  {sample.licence}")
+
+
+@samples_app.command("fetch")
+def samples_fetch(
+    name: Annotated[str, typer.Argument(help="Sample name (see `s3edit samples list`).")],
+    mirror: Annotated[Path | None, typer.Option(help="Local mirror folder to copy from "
+                      "(default $S3EDIT_SAMPLES_DIR); otherwise the clip is downloaded.")]
+    = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Fetch one sample clip into the cache (checksum verified); prints its path."""
+    from s3edit.samples import fetch_sample
+
+    try:
+        typer.echo(fetch_sample(name, mirror_dir=mirror))
+    except (Exception, KeyboardInterrupt) as error:
+        raise typer.Exit(fail(error, verbose)) from None
+
+
+@train_app.command("autoencoder")
+def train_autoencoder_cmd(
+    data: Annotated[Path, typer.Option(help="CelebAMask-HQ-style folder of face images.")],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoint, samples, log.")],
+    steps: Annotated[int, typer.Option(min=1)] = 100_000,
+    resolution: Annotated[int, typer.Option(help="Training resolution (64 on CPU, 128 on "
+                                            "a GPU).")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    lr: Annotated[float, typer.Option()] = 2e-4,
+    holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
+    = 2000,
+    limit: Annotated[int | None, typer.Option(help="Train on the first N images only.")]
+    = None,
+    save_every: Annotated[int, typer.Option(min=1)] = 250,
+    sample_every: Annotated[int, typer.Option(min=1)] = 1000,
+    device: Annotated[Device, typer.Option()] = Device.auto,
+    seed: Annotated[int, typer.Option()] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train the diffusion face autoencoder; resumes from OUT/checkpoint if present.
+
+    Multi-GPU: accelerate launch -m s3edit train autoencoder --data ... --out ...
+    """
+    from s3edit.train.autoencoder import AutoencoderTrainConfig, train_autoencoder
+
+    cfg = AutoencoderTrainConfig(data=data, out=out, resolution=resolution, steps=steps,
+                                 batch_size=batch_size, lr=lr, holdout=holdout, limit=limit,
+                                 save_every=save_every, sample_every=sample_every,
+                                 seed=seed, device=device.value)
+    try:
+        if not data.is_dir():
+            raise UsageError(f"--data {data}: no such folder")
+        typer.echo(train_autoencoder(cfg, progress=stderr.is_terminal))
+    except (Exception, KeyboardInterrupt) as error:
+        raise typer.Exit(fail(error, verbose)) from None

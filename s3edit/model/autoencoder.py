@@ -8,6 +8,8 @@ z_face, which is added to the UNet's timestep embedding; with `resnet_time_scale
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -43,6 +45,8 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
             up_block_types=tuple(up),
             class_embed_type="identity",
             resnet_time_scale_shift="scale_shift",
+            # GroupNorm needs every width divisible by the group count: 32 unless tiny.
+            norm_num_groups=math.gcd(32, *block_out_channels),
         )
         self.fusion = nn.Sequential(
             nn.Linear(IDENTITY_DIM + LANDMARK_DIM, fusion_hidden),

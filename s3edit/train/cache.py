@@ -144,9 +144,3 @@ def load_cache(folder: Path, shards: Sequence[int]) -> FaceShard:
         names=[n for s in shards for n in s.names],
     )
 
-
-def celeba_images(folder: Path) -> list[Path]:
-    """The images of a CelebAMask-HQ layout in index order (0.jpg, 1.jpg, ...)."""
-    images = folder / "CelebA-HQ-img" if (folder / "CelebA-HQ-img").is_dir() else folder
-    paths = [p for p in images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}]
-    return sorted(paths, key=lambda p: (int(p.stem) if p.stem.isdigit() else 1 << 30, p.name))

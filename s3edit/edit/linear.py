@@ -1,0 +1,28 @@
+"""The baseline edit of Diffusion Video Autoencoders: a step along the classifier direction.
+
+z' = l2norm(denorm(norm(z) + s * sqrt(d) * w / |w|)). The step is in standardised code space,
+where a whole code has norm about sqrt(d), so s is a fraction of a typical code's length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from s3edit.edit.classifier import LatentAttributeClassifier
+
+
+class LinearEditor:
+    name = "linear"
+
+    def __init__(self, classifier: LatentAttributeClassifier):
+        self.classifier = classifier
+
+    def edit(self, identity: torch.Tensor, attr: str, scale: float) -> torch.Tensor:
+        if scale == 0:
+            return identity
+        c = self.classifier
+        step = scale * math.sqrt(identity.shape[-1]) * c.direction(attr)
+        return F.normalize(c.denormalize(c.normalize(identity) + step), dim=-1)
