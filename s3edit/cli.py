@@ -412,3 +412,32 @@ def train_autoencoder_cmd(
         typer.echo(train_autoencoder(cfg, progress=stderr.is_terminal))
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
+
+
+@train_app.command("editor")
+def train_editor_cmd(
+    data: Annotated[Path, typer.Option(help="CelebAMask-HQ-style folder (images and the "
+                                       "attribute file).")],
+    out: Annotated[Path, typer.Option(help="Output folder; the editor goes to OUT/<name>.")],
+    editor: Annotated[EditorName, typer.Option(help="Which editor to train.")]
+    = EditorName.linear,
+    holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
+    = 2000,
+    limit: Annotated[int | None, typer.Option(help="Use the first N images only.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train an attribute editor on identity codes of labelled faces.
+
+    linear: class-balanced logistic regressions of the 40 attributes; their directions are the
+    linear edit.
+    """
+    from s3edit.train.editors import train_classifier
+
+    try:
+        if not data.is_dir():
+            raise UsageError(f"--data {data}: no such folder")
+        if editor is not EditorName.linear:
+            raise UsageError(f"--editor {editor.value} is not implemented yet; use linear")
+        typer.echo(train_classifier(data, out, holdout, limit))
+    except (Exception, KeyboardInterrupt) as error:
+        raise typer.Exit(fail(error, verbose)) from None

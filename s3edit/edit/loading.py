@@ -24,15 +24,11 @@ class UntrainedEditor:
                           f"them with `s3edit train editor --editor {self.name}`")
 
 
-def classifier_dir(weights_dir: Path) -> Path:
-    return weights_dir / "editors" / "classifier"
-
-
 def load_editor(weights_dir: Path, name: str) -> Editor:
     from s3edit.edit.classifier import LatentAttributeClassifier
     from s3edit.edit.linear import LinearEditor
 
-    classifier = classifier_dir(weights_dir)
+    classifier = weights_dir / "editors" / "classifier"
     if name == "linear" and (classifier / "config.json").exists():
         return LinearEditor(LatentAttributeClassifier.from_pretrained(classifier))
     return UntrainedEditor(name, weights_dir / "editors" / name)

@@ -44,7 +44,7 @@ class FaceShard:
 def image_cache_dir(image_paths: Sequence[Path], size: int) -> Path:
     """A cache folder keyed by the exact list of inputs and the crop size."""
     key = hashlib.sha256(
-        json.dumps([CACHE_VERSION, size, [str(p) for p in image_paths]]).encode()
+        json.dumps([CACHE_VERSION, size, [str(Path(p).resolve()) for p in image_paths]]).encode()
     ).hexdigest()[:16]
     return cache_root() / "faces" / f"{Path(image_paths[0]).parent.name}-{size}px-{key}"
 
