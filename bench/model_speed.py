@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from s3edit.face.identity import IdentityEncoder
-from s3edit.model import DiffusionFaceAutoencoder
+from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import IDENTITY_DIM, LANDMARK_DIM
 from s3edit.weights import autoencoder_dir
 

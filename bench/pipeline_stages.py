@@ -34,7 +34,7 @@ from s3edit.face.landmarks import FaceDetector, landmarks68
 from s3edit.face.mask import face_mask
 from s3edit.face.paste import paste_back
 from s3edit.face.track import FaceTracker
-from s3edit.model import DiffusionFaceAutoencoder
+from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codec import DiffusionCodec, FaceCodec, PassThroughCodec
 from s3edit.model.codes import identity_code, landmark_code
 from s3edit.pipeline import EditOptions, to_uint8

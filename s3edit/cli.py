@@ -7,6 +7,7 @@ stderr. Exit codes: 0 ok, 1 failure, 2 usage, 3 no face in the video, 130 interr
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 import traceback
@@ -139,7 +140,14 @@ def plan_outputs(inputs: list[Path], output: Path | None, out_dir: Path | None, 
         return [(inputs[0], output)]
     if not out_dir.is_dir():
         raise S3EditError(f"output folder {out_dir} does not exist")
-    return [(path, out_dir / output_name(path, attr, scale)) for path in inputs]
+    jobs = [(path, out_dir / output_name(path, attr, scale)) for path in inputs]
+    seen: dict[Path, Path] = {}
+    for src, dst in jobs:
+        if dst in seen:
+            raise UsageError(f"{seen[dst]} and {src} would both be written to {dst}; "
+                             "edit them in separate runs or rename one")
+        seen[dst] = src
+    return jobs
 
 
 @app.command()
@@ -198,52 +206,78 @@ def apply(
     except (S3EditError, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
 
-    if dry_run:
-        for src, dst in jobs:
-            skip = dst.exists() and not overwrite
-            record = {"input": str(src), "output": str(dst), "attr": attr, "scale": scale,
-                      "status": "would skip (exists)" if skip else "would write"}
-            typer.echo(json.dumps(record) if as_json else f"{record['status']}: {src} -> {dst}")
-        return
+    from s3edit.video import probe
 
+    # Probing is quick and needs no model: unreadable inputs are reported before any loading.
+    runnable, codes = [], []
+    for src, dst in jobs:
+        skip = dst.exists() and not overwrite
+        try:
+            probe(src)
+        except (S3EditError, KeyboardInterrupt) as error:
+            codes.append(fail(error, verbose))
+            emit({"input": str(src), "output": str(dst), "status": "error",
+                  "error": str(error), "exit_code": codes[-1]}, as_json)
+            continue
+        if dry_run:
+            status = "would skip (exists)" if skip else "would write"
+            emit({"input": str(src), "output": str(dst), "attr": attr, "scale": scale,
+                  "status": status}, as_json)
+        elif skip:
+            emit({"input": str(src), "output": str(dst), "status": "skipped (exists)"}, as_json)
+        else:
+            runnable.append((src, dst))
+
+    if runnable:
+        codes += run_jobs(runnable, as_json, quiet, verbose, weights=weights, device=device.value,
+                          steps=steps, no_model=no_model, editor=editor.value, seed=seed,
+                          attr=attr, scale=scale, blend=blend.value, face_index=face_index,
+                          batch_size=batch_size, crf=crf, codec=codec, audio=not no_audio,
+                          overwrite=overwrite)
+    failed = [c for c in codes if c]
+    if failed:
+        raise typer.Exit(failed[0] if len(jobs) == 1 else 1)
+
+
+def run_jobs(jobs: list[tuple[Path, Path]], as_json: bool, quiet: bool, verbose: bool, *,
+             weights: Path | None, device: str, steps: int, no_model: bool, editor: str,
+             seed: int, **options) -> list[int]:
+    """Load the models once and edit each input; a failing input does not stop the others."""
     import torch
 
+    from s3edit.edit.loading import UntrainedEditor
     from s3edit.pipeline import EditOptions, Pipeline
 
     torch.manual_seed(seed)
-    codes = []
     try:
-        codec_, editor_ = load_models(weights, device.value, steps, no_model, editor.value)
-    except (S3EditError, KeyboardInterrupt) as error:
+        codec_, editor_ = load_models(weights, device, steps, no_model, editor)
+        if isinstance(editor_, UntrainedEditor) and options["scale"] != 0:
+            editor_.edit(torch.zeros(128), options["attr"], options["scale"])  # says why
+    except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
-    options = EditOptions(attr=attr, scale=scale, blend=blend.value, face_index=face_index,
-                          batch_size=batch_size, crf=crf, codec=codec, audio=not no_audio,
-                          overwrite=overwrite)
+    codes = []
     for src, dst in jobs:
-        if dst.exists() and not overwrite and out_dir is not None:
-            emit({"input": str(src), "output": str(dst), "status": "skipped (exists)"}, as_json)
-            continue
         try:
             with stage_progress(not quiet) as hook:
-                result = Pipeline(codec_, editor_, options, progress=hook).run(src, dst)
+                result = Pipeline(codec_, editor_, EditOptions(**options), progress=hook).run(
+                    src, dst)
             emit(asdict(result), as_json)
             codes.append(0)
         except KeyboardInterrupt as error:
             raise typer.Exit(fail(error, verbose)) from None
         except Exception as error:  # one bad input must not stop a batch
-            code = fail(error, verbose)
+            codes.append(fail(error, verbose))
             emit({"input": str(src), "output": str(dst), "status": "error",
-                  "error": str(error), "exit_code": code}, as_json)
-            codes.append(code)
-    failed = [c for c in codes if c]
-    if failed:
-        raise typer.Exit(failed[0] if len(codes) == 1 else 1)
+                  "error": str(error), "exit_code": codes[-1]}, as_json)
+    return codes
 
 
 def emit(record: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(record))
-    elif record.get("status") == "ok":
+    elif record["status"] == "error":
+        return  # already told on stderr
+    elif record["status"] == "ok":
         typer.echo(f"wrote {record['output']} ({record['frames']} frames, "
                    f"{record['frames_with_face']} with a face, {record['seconds']:.1f} s)")
     else:
@@ -253,7 +287,7 @@ def emit(record: dict, as_json: bool) -> None:
 def load_models(weights: Path | None, device: str, steps: int, no_model: bool, editor: str):
     """The codec and editor a run uses, from the weights folder."""
     from s3edit.edit.loading import load_editor
-    from s3edit.model import DiffusionFaceAutoencoder
+    from s3edit.model.autoencoder import DiffusionFaceAutoencoder
     from s3edit.model.codec import DiffusionCodec, PassThroughCodec
     from s3edit.weights import autoencoder_dir, default_weights_dir, resolve_device
 
@@ -269,13 +303,6 @@ def load_models(weights: Path | None, device: str, steps: int, no_model: bool, e
                           "--no-model")
     model = DiffusionFaceAutoencoder.from_pretrained(model_dir)
     return DiffusionCodec(model, steps, resolve_device(device)), load_editor(folder, editor)
-
-
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
 
 
 @app.command()
@@ -441,3 +468,17 @@ def train_editor_cmd(
         typer.echo(train_classifier(data, out, holdout, limit))
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM (timeout, docker stop) unwinds like Ctrl-C, so partial outputs are removed.
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app()
+    except KeyboardInterrupt:
+        stderr.print("interrupted", style="yellow", highlight=False)
+        sys.exit(130)

@@ -118,14 +118,13 @@ class Pipeline:
                 return [self.identity_encoder([frame], [landmarks68(track.mesh[t])])[0]]
         raise AssertionError("unreachable: the track's first valid frame is in the video")
 
-    def render(self, info: VideoInfo, clip: ClipAnalysis, output: Path) -> None:
+    def render(self, info: VideoInfo, clip: ClipAnalysis, writer: VideoWriter) -> None:
         """Pass 2: edit every tracked frame and write the video."""
         opts = self.options
         edited_identity = self.editor.edit(clip.identity, opts.attr, opts.scale)
         advance = self.progress("editing frames", info.frame_count)
         pending: list[tuple[int, np.ndarray]] = []
-        with VideoWriter(output, info, audio_from=info.path if opts.audio else None,
-                         crf=opts.crf, codec=opts.codec, overwrite=opts.overwrite) as writer:
+        with writer:
             for t, frame in enumerate(read_frames(info)):
                 pending.append((t, frame))
                 if sum(clip.track.valid[i] for i, _ in pending) >= opts.batch_size:
@@ -163,9 +162,13 @@ class Pipeline:
     def run(self, input_path: Path, output_path: Path) -> EditResult:
         start = time.perf_counter()
         info = probe(input_path)
+        opts = self.options
+        # Built first: its checks (output exists, same file as the input...) fail fast.
+        writer = VideoWriter(output_path, info, audio_from=info.path if opts.audio else None,
+                             crf=opts.crf, codec=opts.codec, overwrite=opts.overwrite)
         clip = self.analyse(info)
         tracked = time.perf_counter()
-        self.render(info, clip, output_path)
+        self.render(info, clip, writer)
         done = time.perf_counter()
         track = clip.track
         return EditResult(

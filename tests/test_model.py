@@ -2,8 +2,9 @@
 
 import torch
 
-from s3edit.model import DiffusionFaceAutoencoder, identity_code, landmark_code
+from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codec import DiffusionCodec, PassThroughCodec
+from s3edit.model.codes import identity_code, landmark_code
 
 
 def tiny_model() -> DiffusionFaceAutoencoder:

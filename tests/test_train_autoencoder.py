@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from s3edit.model import DiffusionFaceAutoencoder
+from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.train.autoencoder import (
     AutoencoderTrainConfig,
     FaceBatchSource,

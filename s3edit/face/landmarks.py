@@ -60,8 +60,8 @@ def landmarks68(mesh: np.ndarray) -> np.ndarray:
 def native_stderr_silenced() -> Iterator[None]:
     """Mute what C++ code writes straight to file descriptor 2.
 
-    mediapipe's TF Lite and absl print set-up chatter there on the first graph run, bypassing
-    Python's logging; our progress and error lines share that stream.
+    mediapipe's TF Lite and absl print set-up chatter there, bypassing Python's logging; our
+    progress and error lines share that stream.
     """
     saved = os.dup(2)
     try:
@@ -92,16 +92,14 @@ class FaceDetector:
                 min_detection_confidence=min_confidence,
                 min_tracking_confidence=min_confidence,
             )
-        self._warm = False
+            # The graph starts (and logs) on its first frame: run a blank one while muted.
+            self._mesh.process(np.zeros((64, 64, 3), np.uint8))
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
         h, w = frame.shape[:2]
-        if self._warm:
+        # Its worker threads log at unpredictable first events (first frame, first face...).
+        with native_stderr_silenced():
             result = self._mesh.process(np.ascontiguousarray(frame))
-        else:
-            with native_stderr_silenced():
-                result = self._mesh.process(np.ascontiguousarray(frame))
-            self._warm = True
         if not result.multi_face_landmarks:
             return []
         faces = []

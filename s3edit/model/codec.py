@@ -7,11 +7,12 @@ a (possibly edited) identity code. Video and face code never touch the network.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from s3edit.model.autoencoder import DiffusionFaceAutoencoder
+if TYPE_CHECKING:  # diffusers takes seconds to import; runs without the model skip it
+    from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 
 
 class FaceCodec(Protocol):

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from s3edit.model import DiffusionFaceAutoencoder, identity_code, landmark_code
+from s3edit.model.autoencoder import DiffusionFaceAutoencoder
+from s3edit.model.codes import identity_code, landmark_code
 from s3edit.train.cache import SHARD_SIZE, FaceShard, build_image_cache, load_cache
 from s3edit.train.celeba import celeba_images
 from s3edit.train.checkpoint import load_optimizer, replace_dir, save_optimizer
