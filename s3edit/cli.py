@@ -413,6 +413,8 @@ def train_autoencoder_cmd(
                                             "a GPU).")] = 64,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     lr: Annotated[float, typer.Option()] = 2e-4,
+    reg_weight: Annotated[float, typer.Option(help="Weight of the x0-agreement regulariser "
+                                              "inside the face mask.")] = 0.1,
     holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
     = 2000,
     limit: Annotated[int | None, typer.Option(help="Train on the first N images only.")]
@@ -430,7 +432,8 @@ def train_autoencoder_cmd(
     from s3edit.train.autoencoder import AutoencoderTrainConfig, train_autoencoder
 
     cfg = AutoencoderTrainConfig(data=data, out=out, resolution=resolution, steps=steps,
-                                 batch_size=batch_size, lr=lr, holdout=holdout, limit=limit,
+                                 batch_size=batch_size, lr=lr, reg_weight=reg_weight,
+                                 holdout=holdout, limit=limit,
                                  save_every=save_every, sample_every=sample_every,
                                  seed=seed, device=device.value)
     try:

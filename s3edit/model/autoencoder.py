@@ -28,7 +28,7 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         resolution: int = 64,
         block_out_channels: tuple[int, ...] = (32, 64, 128, 128),
         layers_per_block: int = 2,
-        attention_levels: tuple[int, ...] = (2, 3),
+        attention_levels: tuple[int, ...] = (3,),  # 8x8 at 64 px; 16x16 cost 40% more a step
         fusion_hidden: int = 512,
         num_train_timesteps: int = 1000,
     ):
