@@ -76,6 +76,29 @@ class ClipAnalysis:
     identity: torch.Tensor  # (128,) L2-normalised mean over sampled frames
 
 
+def analyse_clip(info: VideoInfo, opts: EditOptions, identity_encoder: IdentityEncoder,
+                 progress: ProgressHook = no_progress) -> ClipAnalysis:
+    """Pass 1: track one face through the clip and average its identity embedding."""
+    stride = max(1, info.frame_count // opts.identity_frames)
+    tracker = FaceTracker(face_index=opts.face_index)
+    embeddings = []
+    advance = progress("tracking face", info.frame_count)
+    with FaceDetector(video=True) as detect:
+        for t, frame in enumerate(read_frames(info)):
+            face = tracker.update(detect(frame))
+            if face is not None and t % stride == 0:
+                embeddings.append(identity_encoder([frame], [face.lm68])[0])
+            advance(1)
+    track = tracker.finish(max_gap=opts.max_gap, sigma_centre=opts.sigma_centre,
+                           sigma_xy=opts.sigma_xy)
+    if not embeddings:  # the face showed only between the sampled frames: use its first frame
+        first = int(np.flatnonzero(track.valid)[0])
+        frame = next(f for t, f in enumerate(read_frames(info)) if t == first)
+        embeddings = [identity_encoder([frame], [landmarks68(track.mesh[first])])[0]]
+    mean = identity_code(torch.from_numpy(np.asarray(embeddings))).mean(0)
+    return ClipAnalysis(track=track, identity=identity_code(mean))
+
+
 class Pipeline:
     def __init__(self, codec: FaceCodec, editor: Editor, options: EditOptions,
                  progress: ProgressHook = no_progress):
@@ -92,31 +115,7 @@ class Pipeline:
         return self._identity_encoder
 
     def analyse(self, info: VideoInfo) -> ClipAnalysis:
-        """Pass 1: track one face through the clip and average its identity embedding."""
-        opts = self.options
-        stride = max(1, info.frame_count // opts.identity_frames)
-        tracker = FaceTracker(face_index=opts.face_index)
-        embeddings = []
-        advance = self.progress("tracking face", info.frame_count)
-        with FaceDetector(video=True) as detect:
-            for t, frame in enumerate(read_frames(info)):
-                face = tracker.update(detect(frame))
-                if face is not None and t % stride == 0:
-                    embeddings.append(self.identity_encoder([frame], [face.lm68])[0])
-                advance(1)
-        track = tracker.finish(max_gap=opts.max_gap, sigma_centre=opts.sigma_centre,
-                               sigma_xy=opts.sigma_xy)
-        if not embeddings:  # the face showed only between the sampled frames: use any frame
-            embeddings = self._embed_first_face(info, track)
-        mean = identity_code(torch.from_numpy(np.asarray(embeddings))).mean(0)
-        return ClipAnalysis(track=track, identity=identity_code(mean))
-
-    def _embed_first_face(self, info: VideoInfo, track: FaceTrack) -> list[np.ndarray]:
-        first = int(np.flatnonzero(track.valid)[0])
-        for t, frame in enumerate(read_frames(info)):
-            if t == first:
-                return [self.identity_encoder([frame], [landmarks68(track.mesh[t])])[0]]
-        raise AssertionError("unreachable: the track's first valid frame is in the video")
+        return analyse_clip(info, self.options, self.identity_encoder, self.progress)
 
     def render(self, info: VideoInfo, clip: ClipAnalysis, writer: VideoWriter) -> None:
         """Pass 2: edit every tracked frame and write the video."""
@@ -184,3 +183,4 @@ class Pipeline:
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, 3, R, R) in [-1, 1] -> (N, R, R, 3) uint8."""
     return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+

@@ -60,3 +60,29 @@ def verify(weights_dir: Path) -> dict[str, str]:
 def autoencoder_dir(weights_dir: Path) -> Path | None:
     folder = weights_dir / "autoencoder"
     return folder if (folder / "config.json").exists() else None
+
+
+def publish(source: Path, weights_dir: Path, name: str, *, command: str, data: str,
+            quality: dict, notes: str = "") -> None:
+    """Copy a trained folder into weights_dir/name and record it in the manifest.
+
+    Only config JSON and safetensors are copied: nothing that would load through pickle.
+    """
+    import shutil
+
+    target = weights_dir / name
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for path in sorted(source.iterdir()):
+        if path.suffix in {".json", ".safetensors"}:
+            shutil.copy2(path, target / path.name)
+    doc = manifest(weights_dir)
+    doc["files"] = {k: v for k, v in doc.get("files", {}).items()
+                    if not k.startswith(f"{name}/")}
+    for path in sorted(target.iterdir()):
+        doc["files"][f"{name}/{path.name}"] = {"sha256": sha256(path),
+                                               "bytes": path.stat().st_size}
+    doc.setdefault("models", {})[name] = {"command": command, "data": data, "quality": quality,
+                                          "notes": notes}
+    (weights_dir / "manifest.json").write_text(json.dumps(doc, indent=1) + "\n")
