@@ -25,24 +25,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import default_data_dir, resolve_video
+
 from s3edit.video import probe
 
-REPO = Path(__file__).resolve().parent.parent
 SHORT = "videoretalking/examples/face/2.mp4"  # 5 s, 25 fps, 844x844
 LONG = "liveportrait/driving/d6.mp4"  # 34 s, 30 fps, 480x480
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("S3EDIT_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-def resolve_video(video: str, data: Path) -> Path:
-    """A path as given if it exists, else relative to the shared data's videos/ folder."""
-    for candidate in (Path(video), data / "videos" / video):
-        if candidate.is_file():
-            return candidate
-    sys.exit(f"error: {video}: not found (looked here and under {data / 'videos'}; "
-             "set --data or S3EDIT_SHARED_DATA)")
 
 
 @dataclass

@@ -27,19 +27,15 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from common import DEFAULT_VIDEO, default_data_dir
 
 from s3edit.face.identity import IdentityEncoder
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import IDENTITY_DIM, LANDMARK_DIM
 from s3edit.weights import autoencoder_dir
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_VIDEO = "videoretalking/examples/face/1.mp4"
 T = TypeVar("T")
 
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("S3EDIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def _vm_kb(field: str) -> int | None:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from common import DEFAULT_VIDEO, default_data_dir, resolve_video
 
 from s3edit.face.align import align_crop, to_crop_coords
 from s3edit.face.identity import IdentityEncoder
@@ -41,22 +42,9 @@ from s3edit.pipeline import EditOptions, to_uint8
 from s3edit.video import VideoInfo, VideoWriter, probe, read_frames
 from s3edit.weights import autoencoder_dir, default_weights_dir
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_VIDEO = "videoretalking/examples/face/1.mp4"
 T = TypeVar("T")
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("S3EDIT_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-def resolve_video(video: str, data: Path) -> Path:
-    """A path as given if it exists, else relative to the shared data's videos/ folder."""
-    for candidate in (Path(video), data / "videos" / video):
-        if candidate.is_file():
-            return candidate
-    sys.exit(f"error: {video}: not found (looked here and under {data / 'videos'}; "
-             "set --data or S3EDIT_SHARED_DATA)")
 
 
 class Stages:

@@ -8,7 +8,6 @@ it in $S3EDIT_CACHE/samples (default ~/.cache/s3edit/samples).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -20,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from s3edit.errors import S3EditError
+from s3edit.storage import cache_root, sha256
 
 MANIFEST = Path(__file__).resolve().parent.parent / "samples" / "manifest.json"
 DEFAULT_SAMPLE = "retalking-1"
@@ -63,11 +63,8 @@ def list_samples() -> list[Sample]:
 
 
 def default_cache_dir() -> Path:
-    """Where fetched samples are kept: $S3EDIT_CACHE/samples, else ~/.cache/s3edit/samples."""
-    root = os.environ.get("S3EDIT_CACHE")
-    if root:
-        return Path(root) / "samples"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s3edit" / "samples"
+    """Where fetched samples are kept: the cache root's samples/ folder."""
+    return cache_root() / "samples"
 
 
 def fetch_sample(
@@ -88,7 +85,7 @@ def fetch_sample(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache / f"{sample.name}{Path(sample.path).suffix}"
     if target.is_file():
-        if _sha256(target) == sample.sha256:
+        if sha256(target) == sample.sha256:
             return target
         target.unlink()  # stale or damaged copy
 
@@ -108,7 +105,7 @@ def fetch_sample(
             if _is_lfs_pointer(partial):  # the repository keeps the clip in Git LFS
                 source = f"{_LFS_MEDIA}/{sample.repo}/{sample.commit}/{sample.path}"
                 _download(sample, source, partial)
-        digest = _sha256(partial)
+        digest = sha256(partial)
         if digest != sample.sha256:
             raise S3EditError(
                 f"sample {name}: checksum mismatch for {source} "
@@ -135,11 +132,3 @@ def _download(sample: Sample, url: str, dest: Path) -> None:
 def _is_lfs_pointer(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(len(_LFS_POINTER)) == _LFS_POINTER
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

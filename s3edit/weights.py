@@ -8,7 +8,6 @@ Layout (each part optional):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from s3edit.errors import S3EditError
+from s3edit.storage import sha256
 
 REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -30,14 +30,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise S3EditError("--device cuda asked for, but torch sees no CUDA GPU")
     return torch.device(device)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest(weights_dir: Path) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ffmpeg, psnr
 
 from s3edit.video import binaries, probe, read_frames
 
@@ -33,9 +34,6 @@ PCAVS_CLIP = ("pcavs", "Input", "00010.mp4")  # 224x224, 25 fps, audio
 LONG_CLIP = ("liveportrait", "driving", "d6.mp4")  # 480x480, 30 fps, 34 s
 
 
-def ffmpeg(*args: object) -> None:
-    subprocess.run([binaries.ffmpeg_exe(), "-nostdin", "-v", "error", "-y", *map(str, args)],
-                   check=True)
 
 
 def listing(folder: Path) -> list[str]:
@@ -81,9 +79,6 @@ def assert_same_timing_and_size(src: Path, dst: Path) -> None:
     assert b.rotation == 0 and (b.width, b.height) == (a.display_width, a.display_height)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / max(mse, 1e-10)))
 
 
 # --- Inputs ------------------------------------------------------------------------------------

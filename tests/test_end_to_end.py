@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import ffmpeg
 
 from s3edit.face.landmarks import FaceDetector
 from s3edit.face.mask import face_mask
@@ -23,9 +24,6 @@ PCAVS_CLIP = ("pcavs", "Input", "00010.mp4")  # 224x224, 25 fps, audio
 pytestmark = pytest.mark.slow
 
 
-def ffmpeg(*args: object) -> None:
-    subprocess.run([binaries.ffmpeg_exe(), "-nostdin", "-v", "error", "-y", *map(str, args)],
-                   check=True)
 
 
 def shared_clip(shared_data: Path, parts: tuple[str, ...]) -> Path:

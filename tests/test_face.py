@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import psnr
 
 from s3edit.errors import NoFaceError, S3EditError
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords, uncrop
@@ -52,9 +53,6 @@ def face(scale: float = 1.0, offset: tuple[float, float] = (0.0, 0.0)) -> Face:
     return Face(mesh=real_mesh(scale, offset))
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
 
 
 def smooth_image(h: int, w: int) -> np.ndarray:

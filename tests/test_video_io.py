@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ffmpeg, psnr
 
 from s3edit.errors import S3EditError, VideoError
 from s3edit.video import VideoInfo, VideoWriter, binaries, probe, read_frames
@@ -20,13 +21,8 @@ REAL_CLIP = SHARED / "videos" / "videoretalking" / "examples" / "face" / "1.mp4"
 LONG_CLIP = SHARED / "videos" / "liveportrait" / "driving" / "d6.mp4"
 
 
-def ffmpeg(*args: str | Path) -> None:
-    subprocess.run([binaries.ffmpeg_exe(), "-v", "error", "-y", *map(str, args)], check=True)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / max(mse, 1e-10)))
 
 
 @pytest.fixture(scope="module")

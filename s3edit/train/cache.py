@@ -22,12 +22,9 @@ from safetensors.torch import load_file, save_file
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector
+from s3edit.storage import cache_root
 
 CACHE_VERSION = 1
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("S3EDIT_CACHE", Path.home() / ".cache" / "s3edit"))
 
 
 @dataclass
