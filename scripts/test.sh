@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check s3edit tests bench
+.venv/bin/ruff check s3edit tests bench scripts
 GLOG_minloglevel=2 .venv/bin/python -m pytest -q "$@"

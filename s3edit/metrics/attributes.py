@@ -53,13 +53,13 @@ class ImageAttributeClassifier(ModelMixin, ConfigMixin):
             layers.append(nn.MaxPool2d(2))
             width = out
         self.features = nn.Sequential(*layers)
-        self.dropout = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(width, len(attributes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attribute logits (N, 40) of images (N, 3, R, R) in [-1, 1]."""
         features = self.features(x).mean((2, 3))
-        return self.head(self.dropout(features))
+        return self.head(self.drop(features))
 
     def preprocess(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Aligned RGB uint8 crops (N, S, S, 3) -> (N, 3, R, R) in [-1, 1] on the model's device.
@@ -125,7 +125,8 @@ def train_image_classifier(data: Path, out: Path, *, steps: int = 6000, batch_si
     def gather(shards: range, count: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         shard = load_cache(cache, shards) if len(shards) else None
         if shard is None or not shard.names:
-            return torch.zeros(0, 3, 64, 64), torch.zeros(0, len(ATTRIBUTES))
+            size = model.config.resolution
+            return torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, len(ATTRIBUTES))
         # Shrunk once up front: 7000 crops at 64 px take 86 MB as uint8.
         x = torch.cat([model.preprocess(shard.crops[i:i + 500]).cpu()
                        for i in range(0, len(shard.crops), 500)])
@@ -153,7 +154,7 @@ def train_image_classifier(data: Path, out: Path, *, steps: int = 6000, batch_si
                TextColumn("{task.fields[stats]}"))
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("train image classifier", total=steps, stats="")
-        for step in range(steps):
+        for _ in range(steps):
             idx = torch.randint(len(train_x), (batch_size,), generator=generator)
             x = train_x[idx].to(device).float() / 127.5 - 1
             flip = torch.rand(batch_size, generator=generator) < 0.5

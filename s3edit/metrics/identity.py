@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from s3edit.errors import UsageError
 from s3edit.face.identity import EMBED_DIM, IdentityEncoder
 from s3edit.face.landmarks import FaceDetector, landmarks68
 from s3edit.face.track import FaceTrack, FaceTracker
@@ -43,7 +45,7 @@ def track_face(info: VideoInfo, face_index: int | None = None,
 def sampled(frames: int, every: int) -> np.ndarray:
     """Indices of the frames a metric looks at: every `every`-th, from the first."""
     if every < 1:
-        raise ValueError(f"every must be 1 or more, got {every}")
+        raise UsageError(f"every must be 1 or more, got {every}")
     return np.arange(0, frames, every)
 
 
@@ -63,7 +65,7 @@ class ClipIdentity:
     embeddings: np.ndarray  # (K, 128) float32
 
 
-def clip_identity(path: str, every: int = 1, face_index: int | None = None,
+def clip_identity(path: Path, every: int = 1, face_index: int | None = None,
                   encoder: IdentityEncoder | None = None,
                   progress: ProgressHook = no_progress) -> ClipIdentity:
     """Track the face through a clip, then embed every `every`-th frame."""
@@ -97,7 +99,8 @@ def identity_similarity(original: np.ndarray, edited: np.ndarray) -> np.ndarray:
 def temporal_identity(original: np.ndarray, edited: np.ndarray) -> tuple[float, float]:
     """(TL-ID, TG-ID) of the edited embeddings relative to the original ones, (K, 128) each.
 
-    Frames where either clip has no face are left out; NaN when fewer than two frames remain.
+    Rows are the sampled frames, so with every N-th frame embedded TL-ID compares frames N
+    apart. Frames where either clip has no face are left out; NaN when fewer than two remain.
     """
     n = min(len(original), len(edited))
     a, b = original[:n].astype(np.float64), edited[:n].astype(np.float64)
