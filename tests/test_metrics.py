@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_face import real_mesh, smooth_image
+from helpers import real_mesh, smooth_image
 
 from s3edit.errors import UsageError
 from s3edit.face.mask import region_mask
