@@ -30,8 +30,7 @@ app = typer.Typer(
 )
 samples_app = typer.Typer(help="Public sample clips: list them, fetch one into the cache.",
                           no_args_is_help=True)
-train_app = typer.Typer(help="Train the autoencoder and the attribute editors.",
-                        no_args_is_help=True)
+train_app = typer.Typer(help="Train the autoencoder and the attribute editors.")
 app.add_typer(samples_app, name="samples")
 app.add_typer(train_app, name="train")
 
@@ -446,32 +445,158 @@ def train_autoencoder_cmd(
 
 @train_app.command("editor")
 def train_editor_cmd(
-    data: Annotated[Path, typer.Option(help="CelebAMask-HQ-style folder (images and the "
-                                       "attribute file).")],
-    out: Annotated[Path, typer.Option(help="Output folder; the editor goes to OUT/<name>.")],
-    editor: Annotated[EditorName, typer.Option(help="Which editor to train.")]
-    = EditorName.linear,
+    data: Annotated[list[str], typer.Option(help="A CelebAMask-HQ folder (labels), a folder "
+                    "of videos, or a data set name (celebahq, voxceleb) under "
+                    "$S3EDIT_DATA_ROOT; repeat to combine.")],
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/classifier and OUT/<editor>.")],
+    editor: Annotated[EditorName, typer.Option(help="Which editor to train (the latent "
+                      "classifiers, which linear uses as is, are trained first).")]
+    = EditorName.s3,
+    classifier: Annotated[Path | None, typer.Option(help="Reuse these latent classifiers "
+                          "instead of training them.")] = None,
+    clusters: Annotated[int, typer.Option(min=1, help="s3: attribute clusters, one transform "
+                                          "each (1 = no routing).")] = 5,
+    sparsity: Annotated[float, typer.Option(min=0, max=0.9, help="s3: target share of "
+                                            "hidden-neuron groups switched off.")] = 0.1,
+    self_training: Annotated[bool, typer.Option(help="s3: learn from pseudo-edited pairs.")]
+    = True,
+    holdout_attrs: Annotated[list[str] | None, typer.Option(help="s3: attributes left out of "
+                             "training (edited through their nearest cluster).")] = None,
+    steps: Annotated[int, typer.Option(min=1)] = 1500,
     holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
     = 2000,
     limit: Annotated[int | None, typer.Option(help="Use the first N images only.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Train an attribute editor on identity codes of labelled faces.
+    """Train the attribute editors on identity codes of faces.
 
-    linear: class-balanced logistic regressions of the 40 attributes; their directions are the
-    linear edit.
+    linear: class-balanced logistic regressions of the 40 attributes (their directions are the
+    edit). lt: Latent Transformer heads. s3: S3Editor transforms (self-trained, routed by
+    attribute cluster, group-sparse). Example:
+    s3edit train editor --data celebahq --data voxceleb --out runs/editors --editor s3
     """
-    from s3edit.train.editors import train_classifier
+    from s3edit.edit.attributes import resolve_attribute
+    from s3edit.train.datasets import editor_data
+    from s3edit.train.editors import train_classifier, train_lt, train_s3
+
+    try:
+        sources = editor_data(data)
+        held_out = [resolve_attribute(a) for a in holdout_attrs or []]
+        progress = stderr.is_terminal
+        if classifier is None:
+            classifier = train_classifier(sources.faces, out, holdout, limit)
+            typer.echo(classifier)
+        if editor is EditorName.lt:
+            typer.echo(train_lt(sources.faces, out, classifier, steps=steps, limit=limit,
+                                holdout=holdout, progress=progress))
+        elif editor is EditorName.s3:
+            videos = sources.videos[0] if sources.videos else None
+            typer.echo(train_s3(sources.faces, out, classifier, clusters=clusters,
+                                sparsity=sparsity, self_training=self_training,
+                                holdout_attrs=held_out, videos=videos, steps=steps,
+                                limit=limit, holdout=holdout, progress=progress))
+    except (Exception, KeyboardInterrupt) as error:
+        raise typer.Exit(fail(error, verbose)) from None
+
+
+@train_app.callback(invoke_without_command=True)
+def train_default(
+    ctx: typer.Context,
+    data: Annotated[list[str] | None, typer.Option(help="Data for the editors (as in `train "
+                    "editor`): `s3edit train --data voxceleb` trains the S3Editor transforms.")]
+    = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/editors"),
+) -> None:
+    """Train the autoencoder and the attribute editors."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not data:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    train_editor_cmd(data=data, out=out, editor=EditorName.s3, classifier=None, clusters=5,
+                     sparsity=0.1, self_training=True, holdout_attrs=None, steps=1500,
+                     holdout=2000, limit=None, verbose=False)
+
+
+@app.command("eval")
+def evaluate(
+    original: Annotated[Path | None, typer.Argument(help="Original video.")] = None,
+    edited: Annotated[Path | None, typer.Argument(help="Edited video.")] = None,
+    attr: Annotated[str | None, typer.Option("--attr", "-a", help="The attribute that was "
+                                             "edited.")] = None,
+    suite: Annotated[Path | None, typer.Option(help="Folder of NAME.mp4 originals and "
+                     "NAME.ATTR+SCALE.mp4 edits (as apply --out-dir writes): one table.")]
+    = None,
+    every: Annotated[int, typer.Option(min=1, help="Measure every N-th frame.")] = 1,
+    classifier: Annotated[Path | None, typer.Option(help="Image attribute classifier folder "
+                          "(default: weights/image_classifier).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write an HTML report here.")] = None,
+    face_index: Annotated[int | None, typer.Option(min=0)] = None,
+    device: Annotated[Device, typer.Option()] = Device.auto,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Measure an edit: identity preservation, TL-ID/TG-ID, target and off-target attribute
+    change (image-space classifier), and locality of the pixel change.
+
+    Example: s3edit eval in.mp4 out.mp4 --attr eyeglasses --report report.html
+    """
+    from s3edit.edit.attributes import resolve_attribute
+    from s3edit.metrics.evaluate import evaluate_pair, evaluate_suite, format_table, write_report
+    from s3edit.weights import resolve_device
+
+    try:
+        dev = str(resolve_device(device.value))
+        with stage_progress(not quiet) as hook:
+            if suite is not None:
+                if original is not None or edited is not None:
+                    raise UsageError("give either ORIGINAL EDITED or --suite DIR, not both")
+                rows = evaluate_suite(suite, image_classifier_dir=classifier, every=every,
+                                      face_index=face_index, device=dev, progress=hook)
+                typer.echo(json.dumps(rows) if as_json else format_table(rows))
+                return
+            if original is None or edited is None or attr is None:
+                raise UsageError("give ORIGINAL EDITED --attr A (or --suite DIR)")
+            result = evaluate_pair(original, edited, resolve_attribute(attr),
+                                   image_classifier_dir=classifier, every=every,
+                                   face_index=face_index, device=dev, progress=hook)
+        if report is not None:
+            write_report(result, original, edited, report)
+        if as_json:
+            typer.echo(json.dumps(result))
+        else:
+            summary = {k: v for k, v in result.items() if k != "per_frame"}
+            typer.echo(format_table([summary]))
+    except (Exception, KeyboardInterrupt) as error:
+        raise typer.Exit(fail(error, verbose)) from None
+
+
+@train_app.command("image-classifier")
+def train_image_classifier_cmd(
+    data: Annotated[Path, typer.Option(help="CelebAMask-HQ-style folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder (OUT/image_classifier).")],
+    steps: Annotated[int, typer.Option(min=1)] = 6000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    limit: Annotated[int | None, typer.Option(help="Use the first N images only.")] = 7000,
+    holdout: Annotated[int, typer.Option()] = 2000,
+    device: Annotated[Device, typer.Option()] = Device.auto,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train the image-space attribute classifier that `s3edit eval` grades edits with (a
+    small CNN on aligned 64 px crops, so edits are not graded in the space that made them)."""
+    from s3edit.metrics.attributes import train_image_classifier
+    from s3edit.weights import resolve_device
 
     try:
         if not data.is_dir():
             raise UsageError(f"--data {data}: no such folder")
-        if editor is not EditorName.linear:
-            raise UsageError(f"--editor {editor.value} is not implemented yet; use linear")
-        typer.echo(train_classifier(data, out, holdout, limit))
+        typer.echo(train_image_classifier(data, out, steps=steps, batch_size=batch_size,
+                                          limit=limit, holdout=holdout,
+                                          device=str(resolve_device(device.value)),
+                                          progress=stderr.is_terminal))
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
-
 
 def _terminate(signum: int, frame: object) -> None:
     # SIGTERM (timeout, docker stop) unwinds like Ctrl-C, so partial outputs are removed.

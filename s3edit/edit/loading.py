@@ -25,10 +25,22 @@ class UntrainedEditor:
 
 
 def load_editor(weights_dir: Path, name: str) -> Editor:
+    """linear needs editors/classifier; lt and s3 need it and editors/lt or editors/s3."""
     from s3edit.edit.classifier import LatentAttributeClassifier
     from s3edit.edit.linear import LinearEditor
+    from s3edit.edit.lt import LatentTransformer, LatentTransformerEditor
+    from s3edit.edit.s3 import S3Editor, S3Transform
 
-    classifier = weights_dir / "editors" / "classifier"
-    if name == "linear" and (classifier / "config.json").exists():
+    editors = weights_dir / "editors"
+    classifier = editors / "classifier"
+    own = editors / name
+    if not (classifier / "config.json").exists():
+        return UntrainedEditor(name, own)
+    if name == "linear":
         return LinearEditor(LatentAttributeClassifier.from_pretrained(classifier))
-    return UntrainedEditor(name, weights_dir / "editors" / name)
+    kinds = {"lt": (LatentTransformer, LatentTransformerEditor), "s3": (S3Transform, S3Editor)}
+    if name in kinds and (own / "config.json").exists():
+        model, editor = kinds[name]
+        return editor(model.from_pretrained(own),
+                      LatentAttributeClassifier.from_pretrained(classifier))
+    return UntrainedEditor(name, own)

@@ -1,0 +1,120 @@
+"""S3Editor (Wang et al., arXiv 2404.08111) on the identity code.
+
+The edit starts as the linear editor's step in standardised code space, u = x + s*sqrt(d)*a
+(a the attribute's unit classifier direction), and a learned transform refines it:
+T(u) = u + g(u, a, s), a residual MLP conditioned on the direction and the strength, and
+y = l2norm(denorm(T(u))). There is one transform per cluster of attributes (`routing.py`), and
+each transform's hidden neurons come in groups some of which training switches off for good
+(`sparsity.py`).
+
+Last, y slides along its meridian towards the target's axis (the great circle through y and
+the unit normal v of the target logit's level sets on the sphere) to where its target logit is
+the linear edit's, moved (1 + b) times as far from the original's, with b >= 0 an extra output
+of T. So T can lengthen the requested change but never take it back: with a plain l2norm it
+could, by rescaling the standardised code, and with a sigmoid score whose reward for moving the
+target saturates, taking back part of the edit is the cheapest way to keep the other
+attributes. T spends its freedom on those, on the identity and on staying where codes lie.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from s3edit.edit.attributes import ATTRIBUTES
+from s3edit.edit.classifier import LatentAttributeClassifier
+from s3edit.edit.sparsity import Member, neuron_block_index
+from s3edit.model.codes import IDENTITY_DIM
+
+
+class S3Transform(ModelMixin, ConfigMixin):
+    """`clusters` MLPs [u, a, s] -> hidden -> hidden -> (g, b), stacked along dim 0.
+
+    Buffers saved with the weights: `cluster_of` (attributes,) each attribute's transform,
+    `centroids` (clusters, d) the routing centroids, `active` (groups,) the sparsity mask
+    (groups of `group_size` neurons of either hidden layer of each transform).
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, dim: int = IDENTITY_DIM, hidden: int = 128, clusters: int = 5,
+                 group_size: int = 8, attributes: tuple[str, ...] = ATTRIBUTES):
+        super().__init__()
+        k, cond = clusters, 2 * dim + 1
+        self.w1 = nn.Parameter(torch.randn(k, cond, hidden) / math.sqrt(cond))
+        self.b1 = nn.Parameter(torch.zeros(k, hidden))
+        self.w2 = nn.Parameter(torch.randn(k, hidden, hidden) / math.sqrt(hidden))
+        self.b2 = nn.Parameter(torch.zeros(k, hidden))
+        # Zero output layer: an untrained transform is nearly the linear edit (g = 0, and the
+        # boost b = softplus(-4) = 0.02 small but not where its gradient vanishes).
+        self.w3 = nn.Parameter(torch.zeros(k, hidden, dim + 1))
+        self.b3 = nn.Parameter(torch.cat([torch.zeros(k, dim), torch.full((k, 1), -4.0)], 1))
+        self.register_buffer("cluster_of", torch.zeros(len(attributes), dtype=torch.long))
+        self.register_buffer("centroids", torch.zeros(k, dim))
+        self.register_buffer("active", torch.ones(2 * k * (hidden // group_size), dtype=torch.bool))
+
+    def sparsity_members(self) -> list[Member]:
+        """Each parameter in a neuron group, with its elements' group ids."""
+        gs, per_layer = self.config.group_size, self.active.numel() // 2
+
+        def ids(p: nn.Parameter, dim: int, offset: int) -> torch.Tensor:
+            return neuron_block_index(tuple(p.shape), dim, gs, offset)
+
+        return [(self.w1, ids(self.w1, 2, 0)), (self.b1, ids(self.b1, 1, 0)),
+                (self.w2, ids(self.w2, 1, 0)),  # first layer's neurons: outgoing weights
+                (self.w2, ids(self.w2, 2, per_layer)), (self.b2, ids(self.b2, 1, per_layer)),
+                (self.w3, ids(self.w3, 1, per_layer))]
+
+    def forward(self, u: torch.Tensor, direction: torch.Tensor, gamma: torch.Tensor,
+                cluster: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual g (N, d) and boost b >= 0 (N,) for linearly edited codes u (N, d), unit
+        directions (N, d), strengths (N,) and the transform of each row (N,)."""
+        x = torch.cat([u, direction, gamma[:, None]], dim=1)
+        out = u.new_empty(len(u), u.shape[1] + 1)
+        for k in cluster.unique().tolist():
+            rows = (cluster == k).nonzero().flatten()
+            h = F.silu(x[rows] @ self.w1[k] + self.b1[k])
+            h = F.silu(h @ self.w2[k] + self.b2[k])
+            out = out.index_put((rows,), h @ self.w3[k] + self.b3[k])
+        return out[:, :-1], F.softplus(out[:, -1])
+
+
+class S3Editor:
+    name = "s3"
+
+    def __init__(self, transform: S3Transform, classifier: LatentAttributeClassifier):
+        self.transform = transform
+        self.classifier = classifier
+
+    def edit_batch(self, z: torch.Tensor, attr: torch.Tensor, gamma: torch.Tensor
+                   ) -> torch.Tensor:
+        """Edited identity codes of codes z (N, 128), attribute indices (N,), strengths (N,)."""
+        c = self.classifier
+        weight = c.linear.weight[attr]
+        direction = F.normalize(weight, dim=-1)
+        u = c.normalize(z) + gamma[:, None] * math.sqrt(z.shape[-1]) * direction
+        g, boost = self.transform(u, direction, gamma, self.transform.cluster_of[attr])
+        y = F.normalize(c.denormalize(u + g), dim=-1)
+        # On the unit sphere the target logit is an affine function of v . z.
+        v = F.normalize(weight / c.std, dim=-1)
+        k0 = (v * z).sum(-1)
+        k_linear = (v * F.normalize(c.denormalize(u), dim=-1)).sum(-1)
+        k = (k_linear + boost * (k_linear - k0)).clamp(-1 + 1e-6, 1 - 1e-6)
+        across = F.normalize(y - (y * v).sum(-1, keepdim=True) * v, dim=-1)
+        return k[:, None] * v + (1 - k**2).sqrt()[:, None] * across
+
+    @torch.no_grad()
+    def edit(self, identity: torch.Tensor, attr: str, scale: float) -> torch.Tensor:
+        """identity (..., 128); scale as the linear editor's (a fraction of a code's length)."""
+        if scale == 0:
+            return identity
+        z = identity.reshape(-1, identity.shape[-1])
+        n = len(z)
+        index = torch.full((n,), self.classifier.index(attr), dtype=torch.long)
+        return self.edit_batch(z, index, torch.full((n,), float(scale))).reshape(identity.shape)

@@ -1,0 +1,262 @@
+"""The Latent Transformer and S3Editor editors on synthetic codes: edits, routing, sparsity,
+save/load and losses; video codes on two tiny clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from s3edit.edit.attributes import ATTRIBUTES
+from s3edit.edit.classifier import LatentAttributeClassifier, fit_classifier
+from s3edit.edit.loading import load_editor
+from s3edit.edit.lt import LatentTransformerEditor
+from s3edit.edit.routing import kmeans, nearest_centroid, route_attributes
+from s3edit.edit.s3 import S3Editor, S3Transform
+from s3edit.edit.sparsity import GroupSparseOptimizer
+from s3edit.train.editor_losses import (
+    faithfulness_loss,
+    fit_gaussian,
+    identity_loss,
+    manifold_loss,
+)
+from s3edit.train.editors import fit_lt, fit_s3, video_identity_codes
+
+EDITED = ("Eyeglasses", "Smiling", "Young")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[torch.Tensor, torch.Tensor, LatentAttributeClassifier]:
+    """Codes on a cap of the sphere (like dlib's) whose 40 labels are noisy half-spaces."""
+    gen = torch.Generator().manual_seed(0)
+    centre = F.normalize(torch.randn(128, generator=gen), dim=0)
+    codes = F.normalize(centre + 0.15 * torch.randn(1500, 128, generator=gen), dim=1)
+    planes = torch.randn(128, 40, generator=gen)
+    scores = (codes - codes.mean(0)) @ planes
+    labels = (scores + 0.2 * scores.std(0) * torch.randn(scores.shape, generator=gen) > 0)
+    return codes, labels.float(), fit_classifier(codes, labels.float(), steps=100)
+
+
+@pytest.fixture(scope="module")
+def lt(data) -> LatentTransformerEditor:
+    codes, labels, classifier = data
+    model = fit_lt(codes, labels, classifier, steps=60, batch=64, hidden=16, lr=3e-3,
+                   progress=False)
+    return LatentTransformerEditor(model, classifier)
+
+
+@pytest.fixture(scope="module")
+def s3(data) -> S3Editor:
+    codes, _, classifier = data
+    model, _ = fit_s3(codes, classifier, clusters=3, steps=60, batch=128, hidden=32,
+                      holdout_attrs=("Young",), progress=False)
+    return S3Editor(model, classifier)
+
+
+@pytest.mark.parametrize("name", ["lt", "s3"])
+def test_scale_zero_returns_the_code_exactly(request, data, name: str):
+    editor = request.getfixturevalue(name)
+    z = data[0][:5]
+    for attr in EDITED:
+        assert torch.equal(editor.edit(z, attr, 0.0), z)
+        assert torch.equal(editor.edit(z[0], attr, 0), z[0])
+
+
+@pytest.mark.parametrize("name", ["lt", "s3"])
+def test_edit_moves_the_target_logit_the_way_of_the_scale(request, data, name: str):
+    editor = request.getfixturevalue(name)
+    codes, _, classifier = data
+    z = codes[:200]
+    with torch.no_grad():
+        before = classifier(z)
+    for attr in EDITED:
+        i = classifier.index(attr)
+        up, down = (editor.edit(z, attr, s) for s in (0.5, -0.5))
+        assert up.shape == z.shape and torch.allclose(up.norm(dim=-1), torch.ones(200))
+        with torch.no_grad():
+            assert (classifier(up)[:, i] - before[:, i]).mean() > 0.5
+            assert (classifier(down)[:, i] - before[:, i]).mean() < -0.5
+        one = editor.edit(z[0], attr, 0.5)  # a single (128,) code, as the pipeline passes
+        assert one.shape == (128,) and torch.allclose(one, up[0], atol=1e-5)
+
+
+def test_s3_moves_the_target_at_least_as_far_as_the_linear_edit(data, s3):
+    from s3edit.edit.linear import LinearEditor
+
+    codes, _, classifier = data
+    linear = LinearEditor(classifier)
+    with torch.no_grad():
+        for attr in EDITED:
+            i = classifier.index(attr)
+            for scale in (0.5, -0.5):
+                ours = classifier(s3.edit(codes, attr, scale))[:, i]
+                theirs = classifier(linear.edit(codes, attr, scale))[:, i]
+                assert ((ours - theirs) * scale >= -1e-3).all()
+
+
+def test_kmeans_is_deterministic_and_finds_the_clusters():
+    gen = torch.Generator().manual_seed(1)
+    centres = F.normalize(torch.randn(3, 16, generator=gen), dim=1)
+    points = F.normalize(centres.repeat_interleave(5, 0) + 0.1 * torch.randn(15, 16,
+                                                                             generator=gen), dim=1)
+    c1, a1 = kmeans(points, 3, seed=7)
+    c2, a2 = kmeans(points, 3, seed=7)
+    assert torch.equal(c1, c2) and torch.equal(a1, a2)
+    groups = a1.view(3, 5)
+    assert (groups == groups[:, :1]).all() and len(groups[:, 0].unique()) == 3
+    assert torch.allclose(c1.norm(dim=1), torch.ones(3))
+
+
+def test_routing_sends_seen_attributes_to_their_cluster_and_unseen_to_the_nearest():
+    gen = torch.Generator().manual_seed(2)
+    centres = F.normalize(torch.randn(2, 16, generator=gen), dim=1)
+    directions = F.normalize(centres.repeat_interleave(4, 0)
+                             + 0.1 * torch.randn(8, 16, generator=gen), dim=1)
+    seen = torch.ones(8, dtype=torch.bool)
+    seen[6] = False  # an unseen attribute of the second group
+    clusters, centroids = route_attributes(directions, seen, 2)
+    assert len(clusters[:4].unique()) == 1 and len(clusters[4:].unique()) == 1
+    assert clusters[0] != clusters[4]
+    assert clusters[6] == clusters[4] == nearest_centroid(directions[6:7], centroids)[0]
+
+
+def test_s3_routes_each_attribute_by_its_cluster(data, s3):
+    _, _, classifier = data
+    t = s3.transform
+    directions = F.normalize(classifier.linear.weight, dim=1)
+    young = ATTRIBUTES.index("Young")  # held out of training: the nearest centroid's
+    assert t.cluster_of[young] == nearest_centroid(directions[young:young + 1], t.centroids)[0]
+    assert len(t.cluster_of.unique()) == 3
+    # An edit runs only its own cluster's weights: spoiling another cluster changes nothing.
+    z = data[0][:4]
+    before = s3.edit(z, "Young", 0.5)
+    other = (int(t.cluster_of[young]) + 1) % 3
+    with torch.no_grad():
+        t.w1[other] += 1
+    try:
+        assert torch.equal(s3.edit(z, "Young", 0.5), before)
+    finally:
+        with torch.no_grad():
+            t.w1[other] -= 1
+
+
+def test_sparsity_reaches_its_target_and_dead_groups_stay_zero():
+    torch.manual_seed(0)
+    model = S3Transform(dim=8, hidden=32, clusters=2, group_size=4, attributes=("a", "b"))
+    with torch.no_grad():
+        model.w3.normal_()
+    groups = model.active.numel()  # 2 layers x 2 clusters x 8 = 32
+    optimizer = GroupSparseOptimizer(torch.optim.Adam(model.parameters(), lr=1e-2),
+                                     model.sparsity_members(), model.active, 0.25,
+                                     start=10, stop=60)
+    x, d = torch.randn(64, 8), F.normalize(torch.randn(64, 8), dim=1)
+    gamma, cluster = torch.rand(64), torch.randint(2, (64,))
+    target = torch.randn(64, 8)
+
+    def train(steps: int) -> None:
+        for _ in range(steps):
+            g, _ = model(x, d, gamma, cluster)
+            loss = (g - target).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    train(60)
+    dead = ~model.active
+    assert abs(int(dead.sum()) - 0.25 * groups) <= 1
+    assert optimizer.sparsity == pytest.approx(float(dead.float().mean()))
+    assert (optimizer.group_norms()[dead] == 0).all()
+    assert (optimizer.group_norms()[~dead] > 0).all()
+    train(30)
+    assert torch.equal(~model.active, dead)
+    assert (optimizer.group_norms()[dead] == 0).all()
+
+
+@pytest.mark.parametrize("name", ["lt", "s3"])
+def test_save_load_round_trip_gives_identical_edits(request, data, tmp_path: Path, name: str):
+    editor = request.getfixturevalue(name)
+    model = editor.transformer if name == "lt" else editor.transform
+    editor.classifier.save_pretrained(tmp_path / "editors" / "classifier")
+    model.save_pretrained(tmp_path / "editors" / name)
+    loaded = load_editor(tmp_path, name)
+    assert isinstance(loaded, type(editor)) and loaded.name == name
+    z = data[0][:10]
+    for attr in EDITED:
+        assert torch.equal(loaded.edit(z, attr, 0.7), editor.edit(z, attr, 0.7))
+    if name == "s3":
+        assert torch.equal(loaded.transform.active, model.active)
+        assert torch.equal(loaded.transform.cluster_of, model.cluster_of)
+
+
+def test_s3_ablations_train(data):
+    codes, _, classifier = data
+    model, reached = fit_s3(codes, classifier, clusters=1, sparsity=0.0, self_training=False,
+                            steps=20, batch=64, hidden=16, progress=False)
+    assert reached == 0 and model.active.all() and (model.cluster_of == 0).all()
+    z = codes[:50]
+    i = classifier.index("Smiling")
+    with torch.no_grad():
+        assert (classifier(S3Editor(model, classifier).edit(z, "Smiling", 0.5))[:, i]
+                > classifier(z)[:, i]).all()
+
+
+def test_faithfulness_rewards_the_target_and_punishes_the_others():
+    p0 = torch.full((4, 40), 0.3)
+    attr, gamma = torch.full((4,), 5), torch.full((4,), 0.8)
+    unchanged = faithfulness_loss(p0, p0, attr, gamma)
+    moved = p0.clone()
+    moved[:, 5] += 0.4
+    assert unchanged == 0 and faithfulness_loss(p0, moved, attr, gamma) < unchanged
+    # Moving the target against gamma, or moving another attribute, costs.
+    assert faithfulness_loss(p0, moved, attr, -gamma) > unchanged
+    leaked = moved.clone()
+    leaked[:, 7] += 0.2
+    assert faithfulness_loss(p0, leaked, attr, gamma) > faithfulness_loss(p0, moved, attr, gamma)
+
+
+def test_identity_and_manifold_losses():
+    z = F.normalize(torch.randn(6, 128), dim=1)
+    assert identity_loss(z, z) == pytest.approx(0, abs=1e-6)
+    assert identity_loss(-z, z) == pytest.approx(2)
+    x = torch.randn(500, 16) * torch.linspace(0.1, 2, 16)
+    mean, precision = fit_gaussian(x)
+    assert manifold_loss(x, x, mean, precision) == 0
+    # A step along the flattest direction is less typical than one as long along the widest.
+    step = torch.zeros(16)
+    step[0] = 1
+    flat = manifold_loss(x + step, x, mean, precision)
+    wide = manifold_loss(x + step.roll(15), x, mean, precision)
+    assert flat > 10 * wide > 0
+
+
+def test_video_identity_codes_of_two_tiny_clips(shared_data: Path, tmp_path: Path,
+                                                monkeypatch):
+    from helpers import ffmpeg
+
+    clip = shared_data / "videos" / "videoretalking" / "examples" / "face" / "1.mp4"
+    if not clip.exists():
+        pytest.skip(f"{clip} not found")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i, start in enumerate((0, 1)):
+        ffmpeg("-ss", start, "-i", clip, "-frames:v", 6, "-an", "-vf", "scale=256:-2",
+               folder / f"{i}.mp4")
+    monkeypatch.setenv("S3EDIT_CACHE", str(tmp_path / "cache"))
+    codes = video_identity_codes(folder, frames_per_clip=2)
+    assert codes.shape == (4, 128)
+    assert torch.allclose(codes.norm(dim=1), torch.ones(4))
+    # Frames of one person: their codes are close.
+    assert (codes @ codes.T).min() > 0.9
+    cached = list((tmp_path / "cache" / "video-codes").glob("*.safetensors"))
+    assert len(cached) == 1
+    assert torch.equal(video_identity_codes(folder, frames_per_clip=2), codes)
