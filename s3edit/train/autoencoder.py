@@ -192,7 +192,9 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
-            update_ema(ema, model_unwrapped(accelerator, model), cfg.ema_decay)
+            # Warm-up: a fixed 0.999 would keep a third of the random init for 1000 steps.
+            update_ema(ema, model_unwrapped(accelerator, model),
+                       min(cfg.ema_decay, (1 + step) / (10 + step)))
             step += 1
             log.append(loss.item())
             if step % cfg.log_every == 0:
