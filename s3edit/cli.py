@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 
 from s3edit.errors import S3EditError, UsageError
+from s3edit.video import VIDEO_SUFFIXES
 
 app = typer.Typer(
     help="Edit face attributes in videos (add eyeglasses, a smile, age...) while keeping "
@@ -35,7 +36,6 @@ app.add_typer(samples_app, name="samples")
 app.add_typer(train_app, name="train")
 
 stderr = Console(stderr=True, soft_wrap=True)
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
 
 
 class Blend(str, Enum):

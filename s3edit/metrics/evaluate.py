@@ -40,7 +40,7 @@ from s3edit.metrics.identity import (
     temporal_identity,
     track_face,
 )
-from s3edit.video import probe, read_frames
+from s3edit.video import VIDEO_SUFFIXES, probe, read_frames
 from s3edit.weights import default_weights_dir
 
 SUMMARY_KEYS = ("identity", "tl_id", "tg_id", "target_change", "off_target_change", "locality")
@@ -179,7 +179,6 @@ def _numbers(values: np.ndarray) -> list[float | None]:
 
 # --- A folder of pairs ----------------------------------------------------------------------
 
-ORIGINAL_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 # `s3edit apply --out-dir` names outputs `{stem}.{attr.lower()}{scale:+g}.mp4`.
 EDITED_NAME = re.compile(r"^(?P<stem>.+)\.(?P<attr>[a-z0-9_]+)(?P<scale>[+-](?:inf|nan|[0-9.e+-]+))"
                          r"\.mp4$")
@@ -209,7 +208,7 @@ def find_pairs(folder: Path) -> list[SuitePair]:
             attr, scale = resolve_attribute(match["attr"]), float(match["scale"])
         except (UsageError, ValueError):
             continue
-        originals = [folder / f"{match['stem']}{s}" for s in ORIGINAL_SUFFIXES]
+        originals = [folder / f"{match['stem']}{s}" for s in VIDEO_SUFFIXES]
         original = next((p for p in originals if p.is_file()), None)
         pairs.append(SuitePair(edited=path, original=original, attr=attr, scale=scale))
     return pairs

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from s3edit.errors import UsageError
 from s3edit.train.celeba import ANNOTATION_FILE
+from s3edit.video import VIDEO_SUFFIXES
 
 # Folder names each data set goes by under the data root, in the order they are tried.
 DATASET_FOLDERS = {
     "celebahq": ("CelebAMask-HQ", "CelebAMask-HQ-128", "celebahq", "CelebA-HQ"),
     "voxceleb": ("voxceleb", "VoxCeleb", "voxceleb2", "VoxCeleb2", "videos"),
 }
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
 
 
 def data_root() -> Path:

@@ -25,8 +25,9 @@ from s3edit.edit.s3 import S3Editor, S3Transform
 from s3edit.edit.sparsity import GroupSparseOptimizer
 from s3edit.errors import UsageError
 from s3edit.model.codes import IDENTITY_DIM, identity_code
+from s3edit.storage import cache_root
 from s3edit.train.autoencoder import split_shards
-from s3edit.train.cache import SHARD_SIZE, build_image_cache, cache_root, load_cache
+from s3edit.train.cache import SHARD_SIZE, build_image_cache, load_cache
 from s3edit.train.celeba import celeba_images, celeba_labels
 from s3edit.train.editor_losses import (
     faithfulness_loss,
@@ -36,6 +37,7 @@ from s3edit.train.editor_losses import (
     lt_losses,
     manifold_loss,
 )
+from s3edit.video import VIDEO_SUFFIXES
 
 
 @dataclass
@@ -86,7 +88,6 @@ def load_classifier(folder: Path) -> LatentAttributeClassifier:
 # --- Latent Transformer and S3Editor ----------------------------------------------------------
 
 REPORTED_ATTRIBUTES = ("Eyeglasses", "Smiling", "Young")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
 def edit_metrics(editor: Editor, classifier: LatentAttributeClassifier, codes: torch.Tensor,

@@ -4,4 +4,7 @@ from s3edit.video.probe import VideoInfo, has_audio_stream, probe
 from s3edit.video.reader import read_frames
 from s3edit.video.writer import VideoWriter
 
-__all__ = ["VideoInfo", "VideoWriter", "has_audio_stream", "probe", "read_frames"]
+# File name endings taken for videos when a folder is given.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+
+__all__ = ["VIDEO_SUFFIXES", "VideoInfo", "VideoWriter", "has_audio_stream", "probe", "read_frames"]
