@@ -29,6 +29,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--count", type=int, default=2000, help="held-out crops at --main-steps")
     p.add_argument("--sweep-count", type=int, default=256, help="crops for the other steps")
+    p.add_argument("--clip-frames", type=int, default=None, help="first N aligned frames only")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
     p.add_argument("--main-steps", type=int, default=20, help="apply's default --steps")
     args = p.parse_args()
@@ -38,15 +39,16 @@ def main() -> None:
     res = model.config.resolution
     _, held = load_face_sources(AutoencoderTrainConfig(data=args.data, out=args.out,
                                                        resolution=res, limit=1))
-    clip = clip_crops(args.clip, res)
+    clip = clip_crops(args.clip, res, args.clip_frames)
     report: dict = {"model": str(args.model), "resolution": res, "held_out": {}, "clip": {}}
     for steps in args.steps:
         count = args.count if steps == args.main_steps else args.sweep_count
+        frames = len(clip.images) if steps == args.main_steps else args.sweep_count
         start = time.perf_counter()
         scores = reconstruction_psnr(model, held.images[:count], held.identity[:count],
                                      held.landmarks[:count], steps)
-        clip_scores = reconstruction_psnr(model, clip.images, clip.identity, clip.landmarks,
-                                          steps)
+        clip_scores = reconstruction_psnr(model, clip.images[:frames], clip.identity,
+                                          clip.landmarks[:frames], steps)
         report["held_out"][steps] = {"images": len(scores), "psnr_mean": scores.mean().item(),
                                      "psnr_min": scores.min().item()}
         report["clip"][steps] = {"frames": len(clip_scores),

@@ -214,7 +214,8 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
                 noise = torch.randn(len(ids), 3, cfg.resolution, cfg.resolution,
                                     generator=torch.Generator().manual_seed(0)).to(z.device)
                 ema.eval()
-                save_grid(ema.decode(noise, z, 20), out / f"samples-{step:07d}.png")
+                save_grid(ema.decode(noise, z, 20, clip_sample=True),
+                          out / f"samples-{step:07d}.png")
     return ckpt / "ema"
 
 

@@ -87,4 +87,4 @@ def sample_grid(model: DiffusionFaceAutoencoder, held: FaceBatchSource, steps: i
     res = model.config.resolution
     noise = torch.randn(count, 3, res, res, generator=generator)
     z = model.z_face(held.identity[ids], held.landmarks[ids])
-    save_grid(model.decode(noise, z, steps), out, columns=8)
+    save_grid(model.decode(noise, z, steps, clip_sample=True), out, columns=8)
