@@ -19,6 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from s3edit.edit.attributes import ATTRIBUTES
+from s3edit.edit.base import BatchEditor
 from s3edit.edit.classifier import LatentAttributeClassifier
 from s3edit.model.codes import IDENTITY_DIM
 
@@ -49,7 +50,9 @@ class LatentTransformer(ModelMixin, ConfigMixin):
         return torch.einsum("nh,nhd->nd", h, self.w2[head]) + self.b2[head]
 
 
-class LatentTransformerEditor:
+class LatentTransformerEditor(BatchEditor):
+    """`--editor lt`; the scale is alpha (see the module docstring)."""
+
     name = "lt"
 
     def __init__(self, transformer: LatentTransformer, classifier: LatentAttributeClassifier):
@@ -62,13 +65,3 @@ class LatentTransformerEditor:
         c = self.classifier
         w = c.normalize(z)
         return F.normalize(c.denormalize(w + alpha[:, None] * self.transformer(w, head)), dim=-1)
-
-    @torch.no_grad()
-    def edit(self, identity: torch.Tensor, attr: str, scale: float) -> torch.Tensor:
-        """identity (..., 128); see the module docstring for what scale means."""
-        if scale == 0:
-            return identity
-        z = identity.reshape(-1, identity.shape[-1])
-        n = len(z)
-        head = torch.full((n,), self.classifier.index(attr), dtype=torch.long)
-        return self.edit_batch(z, head, torch.full((n,), float(scale))).reshape(identity.shape)

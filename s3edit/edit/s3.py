@@ -27,6 +27,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from s3edit.edit.attributes import ATTRIBUTES
+from s3edit.edit.base import BatchEditor
 from s3edit.edit.classifier import LatentAttributeClassifier
 from s3edit.edit.sparsity import Member, neuron_block_index
 from s3edit.model.codes import IDENTITY_DIM
@@ -85,7 +86,9 @@ class S3Transform(ModelMixin, ConfigMixin):
         return out[:, :-1], F.softplus(out[:, -1])
 
 
-class S3Editor:
+class S3Editor(BatchEditor):
+    """`--editor s3`; the scale is the linear editor's (a fraction of a code's length)."""
+
     name = "s3"
 
     def __init__(self, transform: S3Transform, classifier: LatentAttributeClassifier):
@@ -108,13 +111,3 @@ class S3Editor:
         k = (k_linear + boost * (k_linear - k0)).clamp(-1 + 1e-6, 1 - 1e-6)
         across = F.normalize(y - (y * v).sum(-1, keepdim=True) * v, dim=-1)
         return k[:, None] * v + (1 - k**2).sqrt()[:, None] * across
-
-    @torch.no_grad()
-    def edit(self, identity: torch.Tensor, attr: str, scale: float) -> torch.Tensor:
-        """identity (..., 128); scale as the linear editor's (a fraction of a code's length)."""
-        if scale == 0:
-            return identity
-        z = identity.reshape(-1, identity.shape[-1])
-        n = len(z)
-        index = torch.full((n,), self.classifier.index(attr), dtype=torch.long)
-        return self.edit_batch(z, index, torch.full((n,), float(scale))).reshape(identity.shape)
