@@ -123,6 +123,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"],
                    default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeat", type=int, default=1, help="calls per cell; the best is kept")
+    p.add_argument("--refine", type=int, default=3,
+                   help="fixed-point iterations per inversion step (apply's --refine)")
     p.add_argument("--weights", type=Path, default=None,
                    help="weights folder with autoencoder/ (default: a random-init model)")
     p.add_argument("--resolution", type=int, default=64, help="crop size of the random model")
@@ -160,7 +162,8 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
-    print(f"model:   {label}, {res}px, {params:.1f} M params")
+    print(f"model:   {label}, {res}px, {params:.1f} M params; inversion with {args.refine} "
+          "fixed-point iterations a step")
 
     if args.id_repeat > 0:
         frame, lm68, where = face_sample(args.video, args.data)
@@ -200,7 +203,8 @@ def main() -> None:
         for batch in args.batch:
             x0, z = inputs(batch)
             peak.reset()
-            t_inv, latents = best_time(partial(model.invert, x0, z, steps), args.repeat, device)
+            t_inv, latents = best_time(partial(model.invert, x0, z, steps, args.refine),
+                                       args.repeat, device)
             t_dec, _ = best_time(partial(model.decode, latents, z, steps), args.repeat, device)
             inv, dec = 1000 * t_inv / batch, 1000 * t_dec / batch
             print(f"{steps:>6}{batch:>7}{inv:>17.1f}{dec:>17.1f}{inv + dec:>16.1f}"

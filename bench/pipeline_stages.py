@@ -83,7 +83,7 @@ class Stages:
             it.close()  # stops ffmpeg when fewer frames than the clip's are asked for
 
 
-def build_codec(kind: str, weights: Path, steps: int, device: torch.device,
+def build_codec(kind: str, weights: Path, steps: int, refine: int, device: torch.device,
                 resolution: int) -> tuple[FaceCodec, str]:
     if kind == "none":
         return PassThroughCodec(), "none (PassThroughCodec: the face path only)"
@@ -97,8 +97,9 @@ def build_codec(kind: str, weights: Path, steps: int, device: torch.device,
         model = DiffusionFaceAutoencoder(resolution=resolution)
         label = "random init"
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    label += f", {model.config.resolution}px, {params:.1f} M params, {steps} DDIM steps"
-    return DiffusionCodec(model, steps, device), label
+    label += (f", {model.config.resolution}px, {params:.1f} M params, {steps} DDIM steps, "
+              f"{refine} fixed-point iterations per inversion step")
+    return DiffusionCodec(model, steps, refine, device), label
 
 
 def parse_args() -> argparse.Namespace:
@@ -115,7 +116,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--weights", type=Path, default=default_weights_dir(),
                    help="weights folder for --model weights")
     p.add_argument("--resolution", type=int, default=64, help="crop size of --model random")
-    p.add_argument("--steps", type=int, default=20, help="DDIM steps for encode and decode")
+    p.add_argument("--steps", type=int, default=10, help="DDIM steps for encode and decode")
+    p.add_argument("--refine", type=int, default=3,
+                   help="fixed-point iterations per inversion step (apply's --refine)")
     p.add_argument("--batch", type=int, default=8, help="frames per model batch")
     p.add_argument("--blend", choices=["residual", "plain"], default="residual",
                    help="residual decodes twice per batch (edit + reconstruction), as an edit "
@@ -154,7 +157,8 @@ def main() -> None:
 
     setup: dict[str, float] = {}
     start = time.perf_counter()
-    codec, label = build_codec(args.model, args.weights, args.steps, device, args.resolution)
+    codec, label = build_codec(args.model, args.weights, args.steps, args.refine, device,
+                               args.resolution)
     setup["model"] = time.perf_counter() - start
     print(f"model:   {label}, batch {args.batch}"
           + (f", blend {args.blend}" if args.model != "none" else ""))

@@ -10,6 +10,6 @@ fi
 clip=$(.venv/bin/s3edit samples fetch retalking-1)
 mkdir -p out
 # 10 DDIM steps keep the CPU run to minutes; apply defaults to 20.
-.venv/bin/s3edit apply "$clip" -o out/demo.mp4 --attr eyeglasses --scale 0.6 --steps 10 --overwrite
-.venv/bin/s3edit preview "$clip" --frame 60 --attr eyeglasses --scale 0.6 --steps 10 \
+.venv/bin/s3edit apply "$clip" -o out/demo.mp4 --attr eyeglasses --scale 0.6 --overwrite
+.venv/bin/s3edit preview "$clip" --frame 60 --attr eyeglasses --scale 0.6 \
     -o out/demo-preview.png --overwrite

@@ -2,7 +2,7 @@
 
     python scripts/validate_autoencoder.py --model runs/ae64/checkpoint/ema \
         --data ../shared/data/CelebAMask-HQ-128 --clip ../shared/data/videos/dpe/data/s.mp4 \
-        --out runs/ae64/validation [--count 2000] [--steps 10 20 50]
+        --out runs/ae64/validation [--count 2000] [--steps 10 20 50] [--refine 0 3]
 
 Writes validation.json, identity-swap.png and samples.png into --out.
 """
@@ -31,7 +31,10 @@ def main() -> None:
     p.add_argument("--sweep-count", type=int, default=256, help="crops for the other steps")
     p.add_argument("--clip-frames", type=int, default=None, help="first N aligned frames only")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50])
-    p.add_argument("--main-steps", type=int, default=20, help="apply's default --steps")
+    p.add_argument("--refine", type=int, nargs="+", default=[0, 3],
+                   help="fixed-point iterations per inversion step to compare")
+    p.add_argument("--main-steps", type=int, default=10, help="apply's default --steps")
+    p.add_argument("--main-refine", type=int, default=3, help="apply's default --refine")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -42,23 +45,28 @@ def main() -> None:
     clip = clip_crops(args.clip, res, args.clip_frames)
     report: dict = {"model": str(args.model), "resolution": res, "held_out": {}, "clip": {}}
     for steps in args.steps:
-        count = args.count if steps == args.main_steps else args.sweep_count
-        frames = len(clip.images) if steps == args.main_steps else args.sweep_count
-        start = time.perf_counter()
-        scores = reconstruction_psnr(model, held.images[:count], held.identity[:count],
-                                     held.landmarks[:count], steps)
-        clip_scores = reconstruction_psnr(model, clip.images[:frames], clip.identity,
-                                          clip.landmarks[:frames], steps)
-        report["held_out"][steps] = {"images": len(scores), "psnr_mean": scores.mean().item(),
-                                     "psnr_min": scores.min().item()}
-        report["clip"][steps] = {"frames": len(clip_scores),
-                                 "psnr_mean": clip_scores.mean().item(),
-                                 "psnr_min": clip_scores.min().item()}
-        print(f"steps {steps:3d}: held-out {scores.mean():.2f} dB ({len(scores)} crops), "
-              f"{args.clip.name} {clip_scores.mean():.2f} dB ({len(clip_scores)} frames), "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
+        for refine in args.refine:
+            main = (steps, refine) == (args.main_steps, args.main_refine)
+            count = args.count if main else args.sweep_count
+            frames = len(clip.images) if main else args.sweep_count
+            start = time.perf_counter()
+            scores = reconstruction_psnr(model, held.images[:count], held.identity[:count],
+                                         held.landmarks[:count], steps, refine)
+            clip_scores = reconstruction_psnr(model, clip.images[:frames], clip.identity,
+                                              clip.landmarks[:frames], steps, refine)
+            key = f"{steps} steps, refine {refine}"
+            report["held_out"][key] = {"images": len(scores), "psnr_mean": scores.mean().item(),
+                                       "psnr_min": scores.min().item()}
+            report["clip"][key] = {"frames": len(clip_scores),
+                                   "psnr_mean": clip_scores.mean().item(),
+                                   "psnr_min": clip_scores.min().item()}
+            print(f"{key}: held-out {scores.mean():.2f} dB (min {scores.min():.2f}, "
+                  f"{len(scores)} crops), {args.clip.name} {clip_scores.mean():.2f} dB "
+                  f"(min {clip_scores.min():.2f}, {len(clip_scores)} frames), "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
     others = held.identity[torch.tensor([3, 11])]
-    identity_swap_strip(model, clip, others, args.main_steps, args.out / "identity-swap.png")
+    identity_swap_strip(model, clip, others, args.main_steps, args.main_refine,
+                        args.out / "identity-swap.png")
     sample_grid(model, held, args.main_steps, args.out / "samples.png")
     (args.out / "validation.json").write_text(json.dumps(report, indent=1))
 

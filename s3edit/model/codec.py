@@ -47,10 +47,11 @@ class PassThroughCodec:
 class DiffusionCodec:
     """Latents are DDIM noise maps of the diffusion autoencoder."""
 
-    def __init__(self, model: DiffusionFaceAutoencoder, steps: int = 20,
+    def __init__(self, model: DiffusionFaceAutoencoder, steps: int = 10, refine: int = 3,
                  device: torch.device | str = "cpu"):
         self.model = model.to(device).eval()
         self.steps = steps
+        self.refine = refine  # fixed-point iterations per inversion step (see `invert`)
         self.device = torch.device(device)
         self.resolution = model.config.resolution
 
@@ -62,7 +63,7 @@ class DiffusionCodec:
     def encode(self, crops: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor
                ) -> torch.Tensor:
         return self.model.invert(crops.to(self.device), self._z_face(identity, landmarks),
-                                 self.steps)
+                                 self.steps, self.refine)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor

@@ -106,12 +106,6 @@ def diffusion_loss(model: DiffusionFaceAutoencoder, alphas_cumprod: torch.Tensor
     return loss, {"eps": loss_eps.item(), "reg": loss_reg.item()}
 
 
-@torch.no_grad()
-def reconstruct(model: DiffusionFaceAutoencoder, x0: torch.Tensor, z_face: torch.Tensor,
-                steps: int) -> torch.Tensor:
-    return model.decode(model.invert(x0, z_face, steps), z_face, steps)
-
-
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB for images in [-1, 1]."""
     mse = (a - b).pow(2).flatten(1).mean(1) / 4

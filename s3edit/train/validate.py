@@ -52,26 +52,27 @@ def clip_crops(video: Path, resolution: int, max_frames: int | None = None) -> C
 @torch.no_grad()
 def reconstruction_psnr(model: DiffusionFaceAutoencoder, images: torch.Tensor,
                         identity: torch.Tensor, landmarks: torch.Tensor, steps: int,
-                        batch_size: int = 64) -> torch.Tensor:
+                        refine: int = 0, batch_size: int = 64) -> torch.Tensor:
     """Per-image PSNR of decode(invert(x)) at the model's resolution."""
     scores = []
     for i in range(0, len(images), batch_size):
         x0 = images[i:i + batch_size]
         ident = identity[i:i + batch_size] if identity.dim() == 2 else identity.expand(len(x0), -1)
         z = model.z_face(ident, landmarks[i:i + batch_size])
-        scores.append(psnr(model.decode(model.invert(x0, z, steps), z, steps), x0))
+        scores.append(psnr(model.decode(model.invert(x0, z, steps, refine), z, steps), x0))
     return torch.cat(scores)
 
 
 @torch.no_grad()
 def identity_swap_strip(model: DiffusionFaceAutoencoder, clip: ClipCrops,
-                        others: torch.Tensor, steps: int, out: Path, frames: int = 6) -> None:
+                        others: torch.Tensor, steps: int, refine: int, out: Path,
+                        frames: int = 6) -> None:
     """Rows: the clip's crops, their reconstruction, then one row per other identity decoded
     from the same noise maps and landmarks."""
     pick = torch.linspace(0, len(clip.images) - 1, frames).long()
     x0, lms = clip.images[pick], clip.landmarks[pick]
     z = model.z_face(clip.identity.expand(frames, -1), lms)
-    noise = model.invert(x0, z, steps)
+    noise = model.invert(x0, z, steps, refine)
     rows = [x0, model.decode(noise, z, steps)]
     for other in others:
         rows.append(model.decode(noise, model.z_face(other.expand(frames, -1), lms), steps))

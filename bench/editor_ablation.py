@@ -1,0 +1,182 @@
+"""Editors compared on real clips through the whole pipeline: the ablation table of issue 4.
+
+Each clip is cut to its first --frames frames, tracked and DDIM-inverted once; then every
+editor x attribute decodes its edit, pastes it back, writes a clip, and `evaluate_pair` (what
+`s3edit eval` runs) measures it against the cut original: identity, TL-ID, TG-ID, target and
+off-target change from the image classifier, locality.
+
+    python bench/editor_ablation.py --out /tmp/ablation --scale 1 \
+        --editor linear --editor lt --editor s3 \
+        --editor "s3 no self-training=s3:runs/ablation/noself/s3"
+
+An --editor is NAME, or LABEL=NAME[:FOLDER] with FOLDER a trained lt or s3 transform (default:
+the one in --weights). Rows go to OUT/rows.jsonl as they are measured and a rerun skips those
+already there, so a stopped run resumes. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # before mediapipe loads: hush its C++ logs
+
+import argparse
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import default_data_dir, resolve_video
+
+from s3edit.edit.base import Editor
+from s3edit.edit.classifier import LatentAttributeClassifier
+from s3edit.edit.linear import LinearEditor
+from s3edit.edit.lt import LatentTransformer, LatentTransformerEditor
+from s3edit.edit.s3 import S3Editor, S3Transform
+from s3edit.face.identity import IdentityEncoder
+from s3edit.metrics.evaluate import evaluate_pair
+from s3edit.model.autoencoder import DiffusionFaceAutoencoder
+from s3edit.model.codec import DiffusionCodec
+from s3edit.pipeline import EditOptions, Pipeline, analyse_clip
+from s3edit.video import VideoWriter, probe
+from s3edit.weights import autoencoder_dir, default_weights_dir
+
+CLIPS = ("videoretalking/examples/face/1.mp4", "dpe/data/s.mp4", "pcavs/Input/00002.mp4",
+         "megaportrait_vox/junk/-1eKufUP5XQ_4.mp4", "liveportrait/driving/d0.mp4")
+METRICS = ("identity", "tl_id", "tg_id", "target_change", "off_target_change", "locality")
+
+
+class InvertOnce:
+    """A DiffusionCodec that remembers its results: the inversion and the reconstruction of a
+    clip are the same for every editor, so only the edit's decoding runs again."""
+
+    def __init__(self, codec: DiffusionCodec):
+        self.codec, self.resolution = codec, codec.resolution
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def _memo(self, fn, *tensors: torch.Tensor) -> torch.Tensor:
+        key = fn.__name__ + "".join(hashlib.sha1(t.detach().cpu().numpy().tobytes()).hexdigest()
+                                    for t in tensors)
+        if key not in self.cache:
+            self.cache[key] = fn(*tensors)
+        return self.cache[key]
+
+    def encode(self, crops, identity, landmarks):
+        return self._memo(self.codec.encode, crops, identity, landmarks)
+
+    def decode(self, latents, identity, landmarks):
+        return self._memo(self.codec.decode, latents, identity, landmarks)
+
+
+def load_editor_spec(spec: str, weights: Path) -> tuple[str, Editor]:
+    label, _, rest = spec.rpartition("=")
+    name, _, folder = rest.partition(":")
+    label = label or name
+    classifier = LatentAttributeClassifier.from_pretrained(weights / "editors" / "classifier")
+    if name == "linear":
+        return label, LinearEditor(classifier)
+    path = Path(folder) if folder else weights / "editors" / name
+    if name == "lt":
+        return label, LatentTransformerEditor(LatentTransformer.from_pretrained(path), classifier)
+    if name == "s3":
+        return label, S3Editor(S3Transform.from_pretrained(path), classifier)
+    raise SystemExit(f"error: unknown editor {name!r} in {spec!r}")
+
+
+def cut(src: Path, frames: int, dst: Path) -> None:
+    """The first `frames` frames, near-losslessly re-encoded: the original of the comparison."""
+    if not dst.exists():
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-frames:v", str(frames),
+                        "-an", "-c:v", "libx264", "-crf", "10", str(dst)], check=True)
+
+
+def table(rows: list[dict], by: tuple[str, ...]) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in by), []).append(row)
+    head = [*by, "n", *METRICS, "edit s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, group in groups.items():
+        cells = [*map(str, key), str(len(group))]
+        for metric in (*METRICS, "edit_seconds"):
+            values = [r[metric] for r in group if r.get(metric) is not None]
+            cells.append(f"{np.mean(values):+.3f}" if metric == "target_change"
+                         else f"{np.mean(values):.3f}" if values else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="folder for clips and rows.jsonl")
+    p.add_argument("--data", type=Path, default=default_data_dir(),
+                   help="shared data folder (env S3EDIT_SHARED_DATA)")
+    p.add_argument("--clips", nargs="+", default=list(CLIPS), help="relative to DATA/videos")
+    p.add_argument("--attrs", nargs="+", default=["Eyeglasses", "Smiling", "Young"])
+    p.add_argument("--editor", dest="editors", action="append",
+                   help="NAME or LABEL=NAME[:FOLDER]; repeat (default: linear, lt, s3)")
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--frames", type=int, default=32, help="first N frames of each clip")
+    p.add_argument("--every", type=int, default=2, help="measure every N-th frame")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--refine", type=int, default=3)
+    p.add_argument("--weights", type=Path, default=default_weights_dir())
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows_file = args.out / "rows.jsonl"
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines()] \
+        if rows_file.exists() else []
+    done = {(r["clip"], r["attr"], r["editor"]) for r in rows}
+
+    editors = [load_editor_spec(s, args.weights) for s in args.editors or ["linear", "lt", "s3"]]
+    model = DiffusionFaceAutoencoder.from_pretrained(autoencoder_dir(args.weights))
+    encoder = IdentityEncoder()
+    for clip_name in args.clips:
+        if all((clip_name, a, label) in done for a in args.attrs for label, _ in editors):
+            continue
+        src = args.out / (clip_name.replace("/", "_"))
+        cut(resolve_video(clip_name, args.data), args.frames, src)
+        info = probe(src)
+        codec = InvertOnce(DiffusionCodec(model, args.steps, args.refine))
+        start = time.perf_counter()
+        clip = analyse_clip(info, EditOptions("Eyeglasses", 0), encoder)
+        # A scale-0 render fills the codec's cache: tracking, inversion and reconstruction are
+        # then timed once per clip, apart from each editor's own work.
+        Pipeline(codec, editors[0][1], EditOptions("Eyeglasses", 0)).render(
+            info, clip, VideoWriter(src.with_suffix(".recon.mp4"), info, overwrite=True))
+        shared_seconds = time.perf_counter() - start
+        for attr in args.attrs:
+            for label, editor in editors:
+                if (clip_name, attr, label) in done:
+                    continue
+                edited = src.with_suffix(f".{attr}.{label.replace(' ', '_')}.mp4")
+                opts = EditOptions(attr, args.scale, overwrite=True, audio=False)
+                edit_start = time.perf_counter()
+                Pipeline(codec, editor, opts).render(info, clip, VideoWriter(
+                    edited, info, audio_from=None, overwrite=True))
+                edit_seconds = time.perf_counter() - edit_start
+                result = evaluate_pair(src, edited, attr, every=args.every)
+                row = {"clip": clip_name, "attr": attr, "editor": label, "scale": args.scale,
+                       "frames": info.frame_count, "edit_seconds": round(edit_seconds, 2),
+                       "shared_seconds": round(shared_seconds, 2),
+                       **{k: result[k] for k in (*METRICS, "pixel_change")}}
+                rows.append(row)
+                with rows_file.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{clip_name} {attr} {label}: " + ", ".join(
+                    f"{k} {row[k]}" for k in (*METRICS, "edit_seconds")), flush=True)
+    print(f"\nscale {args.scale}, first {args.frames} frames, {args.steps} steps, refine "
+          f"{args.refine}, measured every {args.every} frames; edit s = decoding the edit, "
+          "pasting back and encoding; tracking, inversion and reconstruction, done once per "
+          f"clip, took {np.mean([r['shared_seconds'] for r in rows]):.1f} s a clip on average\n")
+    print(table(rows, ("editor",)))
+    print()
+    print(table(rows, ("attr", "editor")))
+
+
+if __name__ == "__main__":
+    main()
