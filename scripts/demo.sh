@@ -9,7 +9,7 @@ if [ -z "${S3EDIT_SAMPLES_DIR:-}" ] && [ -d ../shared/data/videos ]; then
 fi
 clip=$(.venv/bin/s3edit samples fetch retalking-1)
 mkdir -p out
-# 10 DDIM steps keep the CPU run to minutes; apply defaults to 20.
+# The default 10 DDIM steps (3 refinements per inversion step) take a few minutes on a CPU.
 .venv/bin/s3edit apply "$clip" -o out/demo.mp4 --attr eyeglasses --scale 0.6 --overwrite
 .venv/bin/s3edit preview "$clip" --frame 60 --attr eyeglasses --scale 0.6 \
     -o out/demo-preview.png --overwrite
