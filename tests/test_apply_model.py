@@ -2,6 +2,7 @@
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from helpers import ffmpeg, psnr
@@ -47,3 +48,20 @@ def test_scale_zero_residual_blend_returns_the_input(run_s3edit, short_clip, tmp
     out = tmp_path / "residual.mp4"
     apply(run_s3edit, short_clip, out, "--scale", "0")
     assert psnr(frames(short_clip), frames(out)) > 40  # only the video codec's loss
+
+
+def test_preview_shows_original_reconstruction_and_edit(run_s3edit, short_clip, tmp_path):
+    out = tmp_path / "preview.png"
+    args = ("preview", short_clip, "--frame", "5", "--attr", "young", "--scale", "1",
+            "--device", "cpu", "-o", out)
+    proc = run_s3edit(*args, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    strip = cv2.imread(str(out))
+    assert strip.shape == (256, 768, 3)
+    original, recon, edit = (strip[40:, i * 256:(i + 1) * 256].astype(float) for i in range(3))
+    # Below the labels: the reconstruction is the same face as the original panel (landmark
+    # dots aside), and the edit differs from the reconstruction.
+    assert np.abs(recon - original).mean() < 20
+    assert np.abs(edit - recon).mean() > 0.5
+    again = run_s3edit(*args, timeout=600)
+    assert again.returncode != 0 and "exists" in again.stderr
