@@ -21,14 +21,29 @@ def codes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_save_and_load_round_trip(tmp_path):
     model = tiny_model()
+    model.set_code_statistics(*codes(64))
     model.save_pretrained(tmp_path / "ae")
     assert (tmp_path / "ae" / "config.json").exists()
     assert list((tmp_path / "ae").glob("*.safetensors")), "weights must be safetensors"
     loaded = DiffusionFaceAutoencoder.from_pretrained(tmp_path / "ae").eval()
     assert loaded.config.resolution == 16
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
-    z = model.z_face(*codes(2))
+    identity, landmarks = codes(2)
+    torch.testing.assert_close(loaded.z_face(identity, landmarks),
+                               model.z_face(identity, landmarks))
+    z = model.z_face(identity, landmarks)
     torch.testing.assert_close(loaded(x, t, z), model(x, t, z))
+
+
+def test_code_statistics_make_people_differ_at_unit_scale():
+    # Real identity codes share a large mean and differ by a few percent per dimension.
+    identity = identity_code(torch.randn(1, 128) + 0.05 * torch.randn(256, 128))
+    landmarks = landmark_code(0.5 + 0.02 * torch.randn(256, 68, 2))
+    model = tiny_model()
+    model.set_code_statistics(identity, landmarks)
+    standardised = (torch.cat([identity, landmarks], 1) - model.code_mean) / model.code_std
+    torch.testing.assert_close(standardised.std(0), torch.ones(230), atol=1e-4, rtol=0)
+    assert standardised.mean(0).abs().max() < 1e-4
 
 
 def test_prediction_depends_on_identity_and_landmarks():

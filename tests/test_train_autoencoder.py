@@ -46,6 +46,23 @@ def test_train_resumes_from_checkpoint(tiny_faces, tmp_path, monkeypatch):
     assert (tiny_faces.parent / "cache" / "faces").is_dir(), "preprocessing is cached"
 
 
+def test_training_standardises_codes_and_resumes_without_optimizer_state(
+        tiny_faces, tmp_path, monkeypatch):
+    monkeypatch.setenv("S3EDIT_CACHE", str(tiny_faces.parent / "cache"))
+    out = tmp_path / "run"
+    ema_dir = train_autoencoder(config(tiny_faces, out, steps=1), progress=False)
+    train, _ = load_face_sources(config(tiny_faces, out, steps=1))
+    ema = DiffusionFaceAutoencoder.from_pretrained(ema_dir)
+    codes = torch.cat([train.identity, train.landmarks], 1)
+    torch.testing.assert_close(ema.code_mean, codes.mean(0))
+    torch.testing.assert_close(ema.code_std, codes.std(0).clamp(min=1e-4))
+
+    # Committed weights carry no optimizer state; training must still resume from them.
+    (out / "checkpoint" / "optimizer.safetensors").unlink()
+    train_autoencoder(config(tiny_faces, out, steps=2), progress=False)
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 2
+
+
 def test_loss_goes_down_on_a_fixed_batch(tiny_faces, tmp_path, monkeypatch):
     monkeypatch.setenv("S3EDIT_CACHE", str(tiny_faces.parent / "cache"))
     train, _ = load_face_sources(config(tiny_faces, tmp_path, steps=1))

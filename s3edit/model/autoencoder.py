@@ -4,6 +4,11 @@ A face is decoded from three things: the identity code (shared by all frames of 
 landmark code (per frame) and the DDIM noise map (per frame). The two codes are fused into
 z_face, which is added to the UNet's timestep embedding; with `resnet_time_scale_shift=
 "scale_shift"` that sum sets a scale and shift in every residual block.
+
+The codes are standardised (per dimension, with statistics of the training data) before the
+fusion: L2-normalised dlib codes of different people differ by about 4% per dimension around a
+shared mean, and fed raw the fused z_face of two people differed by under 1% of its norm (step
+2,250: 0.13 of 14.2), too faint a signal for the UNet to learn to follow.
 """
 
 from __future__ import annotations
@@ -55,9 +60,18 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
             nn.SiLU(),
             nn.Linear(fusion_hidden, emb_dim),
         )
+        self.register_buffer("code_mean", torch.zeros(IDENTITY_DIM + LANDMARK_DIM))
+        self.register_buffer("code_std", torch.ones(IDENTITY_DIM + LANDMARK_DIM))
+
+    def set_code_statistics(self, identity: torch.Tensor, landmarks: torch.Tensor) -> None:
+        """Standardise the codes with these (training) codes' per-dimension mean and std."""
+        codes = torch.cat([identity, landmarks], dim=-1).float()
+        self.code_mean.copy_(codes.mean(0))
+        self.code_std.copy_(codes.std(0).clamp(min=1e-4))
 
     def z_face(self, identity: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        return self.fusion(torch.cat([identity, landmarks], dim=-1))
+        codes = torch.cat([identity, landmarks], dim=-1)
+        return self.fusion((codes - self.code_mean) / self.code_std)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, z_face: torch.Tensor) -> torch.Tensor:
         """Predicted noise for images in [-1, 1]."""

@@ -153,11 +153,14 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
     else:
         model = DiffusionFaceAutoencoder(resolution=cfg.resolution,
                                          block_out_channels=tuple(cfg.block_out_channels))
+        model.set_code_statistics(train.identity, train.landmarks)
         ema, step = copy.deepcopy(model), 0
     ema.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     if (ckpt / "optimizer.safetensors").exists():
         load_optimizer(optimizer, ckpt / "optimizer.safetensors")
+    for group in optimizer.param_groups:  # a checkpoint without optimizer state resumes too
+        group.setdefault("initial_lr", cfg.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup), last_epoch=step - 1)
     model, optimizer = accelerator.prepare(model, optimizer)
