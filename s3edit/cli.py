@@ -426,6 +426,8 @@ def train_autoencoder_cmd(
                                             "a GPU).")] = 64,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     lr: Annotated[float, typer.Option()] = 2e-4,
+    fusion_lr_scale: Annotated[float, typer.Option(
+        help="Learning rate of the code fusion MLP, as a multiple of --lr.")] = 1.0,
     reg_weight: Annotated[float, typer.Option(help="Weight of the x0-agreement regulariser "
                                               "inside the face mask.")] = 0.1,
     holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
@@ -445,8 +447,8 @@ def train_autoencoder_cmd(
     from s3edit.train.autoencoder import AutoencoderTrainConfig, train_autoencoder
 
     cfg = AutoencoderTrainConfig(data=data, out=out, resolution=resolution, steps=steps,
-                                 batch_size=batch_size, lr=lr, reg_weight=reg_weight,
-                                 holdout=holdout, limit=limit,
+                                 batch_size=batch_size, lr=lr, fusion_lr_scale=fusion_lr_scale,
+                                 reg_weight=reg_weight, holdout=holdout, limit=limit,
                                  save_every=save_every, sample_every=sample_every,
                                  seed=seed, device=device.value)
     try:

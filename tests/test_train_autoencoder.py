@@ -83,3 +83,16 @@ def test_loss_goes_down_on_a_fixed_batch(tiny_faces, tmp_path, monkeypatch):
         loss_now().backward()
         optimizer.step()
     assert loss_now().item() < 0.7 * start
+
+
+def test_fusion_learning_rate_is_its_own(tiny_faces, tmp_path, monkeypatch):
+    monkeypatch.setenv("S3EDIT_CACHE", str(tiny_faces.parent / "cache"))
+    cfg = config(tiny_faces, tmp_path / "run", steps=1)
+    cfg.fusion_lr_scale, cfg.ema_decay = 0.0, 0.0  # the EMA copy then equals the trained model
+    ema_dir = train_autoencoder(cfg, progress=False)
+    torch.manual_seed(cfg.seed)  # the same initial weights as the run
+    initial = DiffusionFaceAutoencoder(resolution=16, block_out_channels=(8, 16)).state_dict()
+    trained = DiffusionFaceAutoencoder.from_pretrained(ema_dir).state_dict()
+    changed = {k for k in initial if not torch.equal(initial[k], trained[k])}
+    assert any(k.startswith("unet.") for k in changed), "the UNet trains"
+    assert not any(k.startswith("fusion.") for k in changed), "a zero rate keeps the fusion"

@@ -35,6 +35,9 @@ class AutoencoderTrainConfig:
     steps: int = 100_000
     batch_size: int = 8
     lr: float = 2e-4
+    # The fusion MLP must learn the conditioning from nothing while the UNet is already a
+    # denoiser; at the base rate z_face's spread across people grew too slowly to be followed.
+    fusion_lr_scale: float = 1.0
     warmup: int = 500
     ema_decay: float = 0.999
     # Weight 1 (the reference's) let the regulariser dominate a short run: the noise loss rose
@@ -156,11 +159,14 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
         model.set_code_statistics(train.identity, train.landmarks)
         ema, step = copy.deepcopy(model), 0
     ema.requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [{"params": model.unet.parameters()},
+         {"params": model.fusion.parameters(), "lr": cfg.lr * cfg.fusion_lr_scale}],
+        lr=cfg.lr, weight_decay=0.0)
     if (ckpt / "optimizer.safetensors").exists():
         load_optimizer(optimizer, ckpt / "optimizer.safetensors")
     for group in optimizer.param_groups:  # a checkpoint without optimizer state resumes too
-        group.setdefault("initial_lr", cfg.lr)
+        group.setdefault("initial_lr", group["lr"])
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup), last_epoch=step - 1)
     model, optimizer = accelerator.prepare(model, optimizer)
