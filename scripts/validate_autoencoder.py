@@ -4,7 +4,8 @@
         --data ../shared/data/CelebAMask-HQ-128 --clip ../shared/data/videos/dpe/data/s.mp4 \
         --out runs/ae64/validation [--count 2000] [--steps 10 20 50] [--refine 0 3]
 
-Writes validation.json, identity-swap.png and samples.png into --out.
+Writes validation.json (reconstruction PSNR and how much the decoder uses the identity code),
+identity-swap.png and samples.png into --out.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ import torch
 
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.train.autoencoder import AutoencoderTrainConfig, load_face_sources
-from s3edit.train.validate import clip_crops, identity_swap_strip, reconstruction_psnr, sample_grid
+from s3edit.train.validate import (
+    clip_crops,
+    code_use,
+    identity_swap_strip,
+    reconstruction_psnr,
+    sample_grid,
+)
 
 
 def main() -> None:
@@ -44,6 +51,10 @@ def main() -> None:
                                                        resolution=res, limit=1))
     clip = clip_crops(args.clip, res, args.clip_frames)
     report: dict = {"model": str(args.model), "resolution": res, "held_out": {}, "clip": {}}
+    report["code_use"] = code_use(model, held)
+    for t, use in report["code_use"].items():
+        print(f"t={t}: x0 error {use['own_error']:.3f} with own codes, "
+              f"{use['swapped_error']:.3f} with another identity; response {use['response']:.3f}")
     for steps in args.steps:
         for refine in args.refine:
             main = (steps, refine) == (args.main_steps, args.main_refine)

@@ -1,4 +1,5 @@
-"""Measured quality of a trained autoencoder: reconstruction PSNR, identity swap, samples.
+"""Measured quality of a trained autoencoder: reconstruction PSNR, use of the codes, identity
+swap, samples.
 
 These are the figures the weights manifest records: DDIM inversion then decoding of held-out
 aligned crops and of the aligned frames of a real clip, at several step counts.
@@ -61,6 +62,36 @@ def reconstruction_psnr(model: DiffusionFaceAutoencoder, images: torch.Tensor,
         z = model.z_face(ident, landmarks[i:i + batch_size])
         scores.append(psnr(model.decode(model.invert(x0, z, steps, refine), z, steps), x0))
     return torch.cat(scores)
+
+
+@torch.no_grad()
+def code_use(model: DiffusionFaceAutoencoder, held: FaceBatchSource,
+             timesteps: tuple[int, ...] = (400, 600, 800), count: int = 32,
+             seed: int = 0) -> dict[int, dict[str, float]]:
+    """Whether the decoder reads its codes, per noise level: the error of the predicted x0 with
+    each face's own codes and with another face's identity code (same landmarks), and how far
+    the two predictions differ. A decoder that ignores the identity code has `response` near 0
+    and equal errors; one that uses it has `own_error` below `swapped_error`.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    x0 = held.images[:count]
+    own = model.z_face(held.identity[:count], held.landmarks[:count])
+    swapped = model.z_face(held.identity[:count].roll(1, 0), held.landmarks[:count])
+    alphas = model.schedulers()[0].alphas_cumprod
+    result = {}
+    for t in timesteps:
+        a = alphas[t]
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=generator)
+        tt = torch.full((len(x0),), t)
+
+        def predicted_x0(z: torch.Tensor, x_t=x_t, tt=tt, a=a) -> torch.Tensor:
+            return ((x_t - (1 - a).sqrt() * model(x_t, tt, z)) / a.sqrt()).clamp(-1, 1)
+
+        p_own, p_swapped = predicted_x0(own), predicted_x0(swapped)
+        result[t] = {"own_error": (p_own - x0).abs().mean().item(),
+                     "swapped_error": (p_swapped - x0).abs().mean().item(),
+                     "response": (p_own - p_swapped).abs().mean().item()}
+    return result
 
 
 @torch.no_grad()
