@@ -83,11 +83,8 @@ def code_use(model: DiffusionFaceAutoencoder, held: FaceBatchSource,
         a = alphas[t]
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=generator)
         tt = torch.full((len(x0),), t)
-
-        def predicted_x0(z: torch.Tensor, x_t=x_t, tt=tt, a=a) -> torch.Tensor:
-            return ((x_t - (1 - a).sqrt() * model(x_t, tt, z)) / a.sqrt()).clamp(-1, 1)
-
-        p_own, p_swapped = predicted_x0(own), predicted_x0(swapped)
+        p_own, p_swapped = (((x_t - (1 - a).sqrt() * model(x_t, tt, z)) / a.sqrt()).clamp(-1, 1)
+                            for z in (own, swapped))
         result[t] = {"own_error": (p_own - x0).abs().mean().item(),
                      "swapped_error": (p_swapped - x0).abs().mean().item(),
                      "response": (p_own - p_swapped).abs().mean().item()}
