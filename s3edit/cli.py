@@ -63,6 +63,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class LossWeighting(str, Enum):
+    eps = "eps"
+    truncated_snr = "truncated-snr"
+
+
 def fail(error: BaseException, verbose: bool) -> int:
     """Report an error in one line (with the traceback under -v) and give its exit code."""
     if isinstance(error, KeyboardInterrupt):
@@ -430,6 +435,10 @@ def train_autoencoder_cmd(
         help="Learning rate of the code fusion MLP, as a multiple of --lr.")] = 1.0,
     reg_weight: Annotated[float, typer.Option(help="Weight of the x0-agreement regulariser "
                                               "inside the face mask.")] = 0.1,
+    loss_weighting: Annotated[LossWeighting, typer.Option(
+        help="eps: plain noise loss. truncated-snr: x0 loss weighted max(SNR, 1), which "
+        "stresses the high-noise steps where only the codes tell faces apart.")]
+    = LossWeighting.eps,
     holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
     = 2000,
     limit: Annotated[int | None, typer.Option(help="Train on the first N images only.")]
@@ -448,7 +457,8 @@ def train_autoencoder_cmd(
 
     cfg = AutoencoderTrainConfig(data=data, out=out, resolution=resolution, steps=steps,
                                  batch_size=batch_size, lr=lr, fusion_lr_scale=fusion_lr_scale,
-                                 reg_weight=reg_weight, holdout=holdout, limit=limit,
+                                 reg_weight=reg_weight, loss_weighting=loss_weighting.value,
+                                 holdout=holdout, limit=limit,
                                  save_every=save_every, sample_every=sample_every,
                                  seed=seed, device=device.value)
     try:
