@@ -64,8 +64,13 @@ class Device(str, Enum):
 
 
 class LossWeighting(str, Enum):
-    eps = "eps"
+    plain = "plain"
     truncated_snr = "truncated-snr"
+
+
+class Prediction(str, Enum):
+    epsilon = "epsilon"
+    v = "v_prediction"
 
 
 def fail(error: BaseException, verbose: bool) -> int:
@@ -435,10 +440,13 @@ def train_autoencoder_cmd(
         help="Learning rate of the code fusion MLP, as a multiple of --lr.")] = 1.0,
     reg_weight: Annotated[float, typer.Option(help="Weight of the x0-agreement regulariser "
                                               "inside the face mask.")] = 0.1,
+    prediction: Annotated[Prediction, typer.Option(
+        help="What the UNet predicts, for a fresh run (a resumed run keeps its own): the "
+        "noise, or v, which is the face itself at high noise.")] = Prediction.epsilon,
     loss_weighting: Annotated[LossWeighting, typer.Option(
-        help="eps: plain noise loss. truncated-snr: x0 loss weighted max(SNR, 1), which "
-        "stresses the high-noise steps where only the codes tell faces apart.")]
-    = LossWeighting.eps,
+        help="plain: MSE of the UNet's output. truncated-snr: x0 error weighted max(SNR, 1), "
+        "which stresses the high-noise steps where only the codes tell faces apart.")]
+    = LossWeighting.plain,
     holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
     = 2000,
     limit: Annotated[int | None, typer.Option(help="Train on the first N images only.")]
@@ -457,7 +465,8 @@ def train_autoencoder_cmd(
 
     cfg = AutoencoderTrainConfig(data=data, out=out, resolution=resolution, steps=steps,
                                  batch_size=batch_size, lr=lr, fusion_lr_scale=fusion_lr_scale,
-                                 reg_weight=reg_weight, loss_weighting=loss_weighting.value,
+                                 reg_weight=reg_weight, prediction_type=prediction.value,
+                                 loss_weighting=loss_weighting.value,
                                  holdout=holdout, limit=limit,
                                  save_every=save_every, sample_every=sample_every,
                                  seed=seed, device=device.value)

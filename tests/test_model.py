@@ -1,5 +1,6 @@
 """The diffusion autoencoder: loading, conditioning, and the DDIM inversion/decoding pairing."""
 
+import pytest
 import torch
 
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
@@ -7,10 +8,11 @@ from s3edit.model.codec import DiffusionCodec, PassThroughCodec
 from s3edit.model.codes import identity_code, landmark_code
 
 
-def tiny_model() -> DiffusionFaceAutoencoder:
+def tiny_model(prediction_type: str = "epsilon") -> DiffusionFaceAutoencoder:
     torch.manual_seed(0)
     return DiffusionFaceAutoencoder(resolution=16, block_out_channels=(8, 16),
-                                    attention_levels=(1,), fusion_hidden=32).eval()
+                                    attention_levels=(1,), fusion_hidden=32,
+                                    prediction_type=prediction_type).eval()
 
 
 def codes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,10 +75,24 @@ def test_inversion_and_decoding_use_matching_timesteps(monkeypatch):
         torch.testing.assert_close(model.decode(noise, z, steps), x0, atol=1e-4, rtol=0)
 
 
-def test_refined_inversion_makes_decoding_its_exact_reverse(monkeypatch):
-    # A noise prediction that depends on the sample: plain inversion uses it at the wrong
-    # sample, so the round trip drifts; fixed-point refinement must remove most of that drift.
-    model = tiny_model()
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_predicted_x0_undoes_the_training_target(prediction_type):
+    model = tiny_model(prediction_type)
+    alphas = model.schedulers()[0].alphas_cumprod
+    a = alphas[torch.tensor([0, 300, 700, 999])].view(4, 1, 1, 1)
+    x0, noise = torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, 3, 16, 16)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    exact = model.training_target(x0, noise, a)
+    torch.testing.assert_close(model.predicted_x0(exact, x_t, a), x0, atol=2e-3, rtol=0)
+    off = model.predicted_x0(exact + 0.01, x_t, a)
+    assert (off - x0).abs()[1:].mean() > 1e-3, "a wrong output must give a wrong x0"
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_refined_inversion_makes_decoding_its_exact_reverse(monkeypatch, prediction_type):
+    # An output that depends on the sample: plain inversion uses it at the wrong sample, so
+    # the round trip drifts; fixed-point refinement must remove most of that drift.
+    model = tiny_model(prediction_type)
     monkeypatch.setattr(model, "forward", lambda x, t, z: 0.5 * torch.tanh(x))
     x0 = torch.rand(2, 3, 16, 16) * 2 - 1
     z = torch.zeros(2, 32)

@@ -12,7 +12,6 @@ from s3edit.train.autoencoder import (
     FaceBatchSource,
     diffusion_loss,
     load_face_sources,
-    noise_loss_weights,
     train_autoencoder,
 )
 
@@ -98,18 +97,3 @@ def test_fusion_learning_rate_is_its_own(tiny_faces, tmp_path, monkeypatch):
     assert any(k.startswith("unet.") for k in changed), "the UNet trains"
     assert not any(k.startswith("fusion.") for k in changed), "a zero rate keeps the fusion"
 
-
-def test_truncated_snr_weighting_is_the_x0_loss_above_unit_noise():
-    alphas = DiffusionFaceAutoencoder(resolution=16, block_out_channels=(8, 16)).schedulers()[0] \
-        .alphas_cumprod
-    a = alphas[torch.tensor([10, 300, 600, 900])]
-    noise_error = torch.randn(4, 3, 8, 8)
-    x0_error = noise_error * ((1 - a) / a).sqrt().view(4, 1, 1, 1)
-    weights = noise_loss_weights(a, "truncated-snr")
-    weighted = weights * noise_error.pow(2).flatten(1).mean(1)
-    snr = a / (1 - a)
-    expected = torch.where(snr < 1, x0_error.pow(2).flatten(1).mean(1),
-                           noise_error.pow(2).flatten(1).mean(1))
-    torch.testing.assert_close(weighted, expected)
-    assert snr[0] > 1 > snr[2], "the timesteps span both sides of SNR 1"
-    assert torch.equal(noise_loss_weights(a, "eps"), torch.ones(4))

@@ -36,6 +36,10 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         attention_levels: tuple[int, ...] = (3,),  # 8x8 at 64 px; 16x16 cost 40% more a step
         fusion_hidden: int = 512,
         num_train_timesteps: int = 1000,
+        # What the UNet outputs: "epsilon" (the noise, as in the reference) or "v_prediction"
+        # (Salimans & Ho 2022), whose output at high noise is the face itself, so the steps
+        # where only the codes tell faces apart are well conditioned.
+        prediction_type: str = "epsilon",
     ):
         super().__init__()
         emb_dim = block_out_channels[0] * 4
@@ -74,8 +78,34 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         return self.fusion((codes - self.code_mean) / self.code_std)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, z_face: torch.Tensor) -> torch.Tensor:
-        """Predicted noise for images in [-1, 1]."""
+        """The UNet's output (noise or v, see `prediction_type`) for images in [-1, 1]."""
         return self.unet(x_t, t, class_labels=z_face).sample
+
+    def predicted_x0(self, output: torch.Tensor, x_t: torch.Tensor,
+                     alphas_cumprod_t: torch.Tensor) -> torch.Tensor:
+        """The clean image implied by the UNet's output at noise level alphas_cumprod_t."""
+        a = alphas_cumprod_t
+        if self.config.prediction_type == "v_prediction":
+            return a.sqrt() * x_t - (1 - a).sqrt() * output
+        return (x_t - (1 - a).sqrt() * output) / a.sqrt()
+
+    def training_target(self, x0: torch.Tensor, noise: torch.Tensor,
+                        alphas_cumprod_t: torch.Tensor) -> torch.Tensor:
+        a = alphas_cumprod_t
+        if self.config.prediction_type == "v_prediction":
+            return a.sqrt() * noise - (1 - a).sqrt() * x0
+        return noise
+
+    def predicted_noise(self, x_t: torch.Tensor, t: torch.Tensor,
+                        z_face: torch.Tensor) -> torch.Tensor:
+        """The noise in x_t, whatever the UNet outputs. Inversion and decoding both walk on it
+        with noise-predicting schedulers: converting v with the sample it was computed at keeps
+        the two exact reverses of each other."""
+        output = self(x_t, t, z_face)
+        if self.config.prediction_type != "v_prediction":
+            return output
+        a = self.schedulers()[0].alphas_cumprod.to(x_t.device)[t].view(-1, 1, 1, 1)
+        return a.sqrt() * output + (1 - a).sqrt() * x_t
 
     def schedulers(self, clip_sample: bool = False) -> tuple[DDIMScheduler, DDIMInverseScheduler]:
         kwargs = dict(num_train_timesteps=self.config.num_train_timesteps, beta_schedule="linear",
@@ -99,9 +129,9 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         x = x0
         for t in inverse.timesteps:
             tt = t.expand(len(x))
-            x_next = inverse.step(self(x, tt, z_face), t, x).prev_sample
+            x_next = inverse.step(self.predicted_noise(x, tt, z_face), t, x).prev_sample
             for _ in range(refine):
-                x_next = inverse.step(self(x_next, tt, z_face), t, x).prev_sample
+                x_next = inverse.step(self.predicted_noise(x_next, tt, z_face), t, x).prev_sample
             x = x_next
         return x
 
@@ -118,5 +148,6 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         scheduler.set_timesteps(steps, device=x_T.device)
         x = x_T
         for t in scheduler.timesteps:
-            x = scheduler.step(self(x, t.expand(len(x)), z_face), t, x, eta=0.0).prev_sample
+            x = scheduler.step(self.predicted_noise(x, t.expand(len(x)), z_face), t, x,
+                               eta=0.0).prev_sample
         return x.clamp(-1, 1)

@@ -43,12 +43,14 @@ class AutoencoderTrainConfig:
     # Weight 1 (the reference's) let the regulariser dominate a short run: the noise loss rose
     # from 0.63 to 0.73 over 50 steps while the x0 agreement fell. 0.1 keeps it a regulariser.
     reg_weight: float = 0.1
-    # "eps": the plain noise loss. "truncated-snr": x0 loss weighted max(SNR, 1) (Salimans & Ho
-    # 2022), noise loss below SNR 1. The plain noise loss weights a timestep's x0 error by its
-    # SNR, 0.002 at t = 800, so the high-noise steps, where only z_face tells faces apart,
-    # hardly teach the UNet to read it: after 5,000 steps the x0 error was the same with a
-    # face's own code and with a stranger's.
-    loss_weighting: str = "eps"
+    # A fresh run's UNet output; a resumed run keeps its checkpoint's.
+    prediction_type: str = "epsilon"
+    # "plain": the MSE of the UNet's output (noise or v). "truncated-snr": the x0 error
+    # weighted max(SNR, 1). The plain noise loss weights a timestep's x0 error by its SNR,
+    # 0.002 at t = 800, so the high-noise steps, where only z_face tells faces apart, hardly
+    # teach the UNet to read it: after 5,000 steps the x0 error was the same with a face's
+    # own code and with a stranger's. v's plain loss weights it SNR + 1.
+    loss_weighting: str = "plain"
     holdout: int = 2000
     limit: int | None = None  # use only the first N training images (small runs, tests)
     save_every: int = 250
@@ -99,39 +101,36 @@ def split_shards(count: int, holdout: int) -> tuple[range, range]:
     return range(0, total - held), range(total - held, total)
 
 
-LOSS_WEIGHTINGS = ("eps", "truncated-snr")
-
-
-def noise_loss_weights(alphas_cumprod_t: torch.Tensor, weighting: str) -> torch.Tensor:
-    """Per-sample weights of the noise loss that give the chosen weighting.
-
-    An x0 error is the noise error times sqrt(1 / SNR), so weighting the noise loss by
-    max(1, 1 / SNR) is the x0 loss weighted max(SNR, 1).
-    """
-    if weighting == "eps":
-        return torch.ones_like(alphas_cumprod_t)
-    if weighting == "truncated-snr":
-        return (1 / alphas_cumprod_t - 1).clamp(min=1)
-    raise ValueError(f"unknown loss weighting {weighting!r}: choose from {LOSS_WEIGHTINGS}")
+LOSS_WEIGHTINGS = ("plain", "truncated-snr")
 
 
 def diffusion_loss(model: DiffusionFaceAutoencoder, alphas_cumprod: torch.Tensor,
                    x0: torch.Tensor, z_face: torch.Tensor, mask: torch.Tensor,
-                   reg_weight: float, weighting: str = "eps",
+                   reg_weight: float, weighting: str = "plain",
                    ) -> tuple[torch.Tensor, dict[str, float]]:
     n = len(x0)
     t = torch.randint(0, len(alphas_cumprod), (n,), device=x0.device)
     a = alphas_cumprod[t].view(n, 1, 1, 1)
     noise = torch.randn(2, *x0.shape, device=x0.device)
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise  # (2, N, ...) two noisings of each image
-    eps = model(x_t.flatten(0, 1), t.repeat(2), z_face.repeat(2, 1)).view_as(noise)
-    per_image = (eps - noise).pow(2).mean(dim=(0, 2, 3, 4))
-    loss_eps = per_image.mean()
-    weighted = (noise_loss_weights(a.flatten(), weighting) * per_image).mean()
-    x0_pred = ((x_t - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+    output = model(x_t.flatten(0, 1), t.repeat(2), z_face.repeat(2, 1)).view_as(noise)
+    per_image = (output - model.training_target(x0, noise, a)).pow(2).mean(dim=(0, 2, 3, 4))
+    loss_plain = per_image.mean()
+    x0_pred = model.predicted_x0(output, x_t, a)
+    if weighting == "truncated-snr":
+        # The x0 error weighted max(SNR, 1) (Salimans & Ho 2022): the plain noise loss weights
+        # it by SNR, 0.002 at t = 800.
+        snr = (a / (1 - a)).flatten()
+        per_x0 = (x0_pred - x0).pow(2).mean(dim=(0, 2, 3, 4))
+        loss_main = (snr.clamp(min=1) * per_x0).mean()
+    elif weighting == "plain":
+        loss_main = loss_plain
+    else:
+        raise ValueError(f"unknown loss weighting {weighting!r}: choose from {LOSS_WEIGHTINGS}")
+    x0_pred = x0_pred.clamp(-1, 1)
     loss_reg = ((x0_pred[0] - x0_pred[1]).pow(2) * mask).sum() / (mask.sum() * 3).clamp(min=1)
-    loss = weighted + reg_weight * loss_reg
-    return loss, {"eps": loss_eps.item(), "reg": loss_reg.item()}
+    loss = loss_main + reg_weight * loss_reg
+    return loss, {"mse": loss_plain.item(), "reg": loss_reg.item()}
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -180,7 +179,8 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
         step = json.loads((ckpt / "state.json").read_text())["step"]
     else:
         model = DiffusionFaceAutoencoder(resolution=cfg.resolution,
-                                         block_out_channels=tuple(cfg.block_out_channels))
+                                         block_out_channels=tuple(cfg.block_out_channels),
+                                         prediction_type=cfg.prediction_type)
         model.set_code_statistics(train.identity, train.landmarks)
         ema, step = copy.deepcopy(model), 0
     ema.requires_grad_(False)
@@ -227,7 +227,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
             log.append(loss.item())
             if step % cfg.log_every == 0:
                 rate = cfg.log_every / (time.perf_counter() - tic)
-                stats = f"loss {np.mean(log):.4f} eps {parts['eps']:.4f} {rate:.2f} it/s"
+                stats = f"loss {np.mean(log):.4f} mse {parts['mse']:.4f} {rate:.2f} it/s"
                 bar.update(task, completed=step, stats=stats)
                 with open(out / "log.jsonl", "a") as f:
                     f.write(json.dumps({"step": step, "loss": float(np.mean(log)), **parts,

@@ -83,7 +83,7 @@ def code_use(model: DiffusionFaceAutoencoder, held: FaceBatchSource,
         a = alphas[t]
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=generator)
         tt = torch.full((len(x0),), t)
-        p_own, p_swapped = (((x_t - (1 - a).sqrt() * model(x_t, tt, z)) / a.sqrt()).clamp(-1, 1)
+        p_own, p_swapped = (model.predicted_x0(model(x_t, tt, z), x_t, a).clamp(-1, 1)
                             for z in (own, swapped))
         result[t] = {"own_error": (p_own - x0).abs().mean().item(),
                      "swapped_error": (p_swapped - x0).abs().mean().item(),
