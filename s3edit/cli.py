@@ -443,6 +443,9 @@ def train_autoencoder_cmd(
     prediction: Annotated[Prediction, typer.Option(
         help="What the UNet predicts, for a fresh run (a resumed run keeps its own): the "
         "noise, or v, which is the face itself at high noise.")] = Prediction.epsilon,
+    template_resolution: Annotated[int, typer.Option(
+        min=0, help="Side of the coarse image drawn linearly from the codes and fed to the UNet "
+        "beside the noisy image, for a fresh run (0: none).")] = 0,
     loss_weighting: Annotated[LossWeighting, typer.Option(
         help="plain: MSE of the UNet's output. truncated-snr: x0 error weighted max(SNR, 1), "
         "which stresses the high-noise steps where only the codes tell faces apart.")]
@@ -466,6 +469,7 @@ def train_autoencoder_cmd(
     cfg = AutoencoderTrainConfig(data=data, out=out, resolution=resolution, steps=steps,
                                  batch_size=batch_size, lr=lr, fusion_lr_scale=fusion_lr_scale,
                                  reg_weight=reg_weight, prediction_type=prediction.value,
+                                 template_resolution=template_resolution,
                                  loss_weighting=loss_weighting.value,
                                  holdout=holdout, limit=limit,
                                  save_every=save_every, sample_every=sample_every,

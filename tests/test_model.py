@@ -113,3 +113,31 @@ def test_codecs_share_one_interface():
     assert latents.shape == crops.shape
     decoded = diffusion.decode(latents, identity[0], landmarks)
     assert decoded.shape == crops.shape and decoded.abs().max() <= 1
+
+
+def test_code_template_starts_as_the_linear_fit_of_the_images():
+    model = DiffusionFaceAutoencoder(resolution=16, block_out_channels=(8, 16),
+                                     attention_levels=(1,), fusion_hidden=32,
+                                     template_resolution=4).eval()
+    identity, landmarks = codes(400)
+    model.set_code_statistics(identity, landmarks)
+    standardised = (torch.cat([identity, landmarks], 1) - model.code_mean) / model.code_std
+    coarse = (standardised @ torch.randn(230, 48) * 0.03).view(-1, 3, 4, 4)
+    images = torch.nn.functional.interpolate(coarse, size=16, mode="nearest")
+    model.fit_code_template(identity, landmarks, images, ridge=1e-3)
+    fitted = model.code_template(standardised).view(-1, 3, 4, 4)
+    assert (fitted - coarse).abs().mean() < 0.1 * (coarse - coarse.mean(0)).abs().mean()
+
+
+def test_code_template_feeds_the_identity_to_the_unet():
+    model = DiffusionFaceAutoencoder(resolution=16, block_out_channels=(8, 16),
+                                     attention_levels=(1,), fusion_hidden=32,
+                                     template_resolution=4).eval()
+    identity, landmarks = codes(2)
+    with torch.no_grad():  # only the template path can carry the identity now
+        model.fusion[-1].weight.zero_()
+        model.fusion[-1].bias.zero_()
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([300])
+    own = model(x, t, model.z_face(identity[:1], landmarks[:1]))
+    other = model(x, t, model.z_face(identity[1:], landmarks[:1]))
+    assert (own - other).abs().max() > 1e-4

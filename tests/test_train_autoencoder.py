@@ -97,3 +97,18 @@ def test_fusion_learning_rate_is_its_own(tiny_faces, tmp_path, monkeypatch):
     assert any(k.startswith("unet.") for k in changed), "the UNet trains"
     assert not any(k.startswith("fusion.") for k in changed), "a zero rate keeps the fusion"
 
+
+
+def test_fresh_run_fits_its_code_template(tiny_faces, tmp_path, monkeypatch):
+    monkeypatch.setenv("S3EDIT_CACHE", str(tiny_faces.parent / "cache"))
+    cfg = config(tiny_faces, tmp_path / "run", steps=1)
+    cfg.template_resolution, cfg.ema_decay = 4, 0.0
+    model = DiffusionFaceAutoencoder.from_pretrained(train_autoencoder(cfg, progress=False))
+    train, _ = load_face_sources(cfg)
+    coarse = torch.nn.functional.interpolate(train.images, size=4, mode="area")
+    with torch.no_grad():
+        codes = model.z_face(train.identity, train.landmarks)[:, -230:]
+        template = model.code_template(codes).view_as(coarse)
+    own = (template - coarse).abs().mean()
+    assert own < 0.8 * (coarse - coarse.mean(0)).abs().mean(), "better than the mean face"
+    assert own < 0.8 * (template - coarse.roll(1, 0)).abs().mean(), "closer to its own face"

@@ -20,6 +20,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+from torch.nn import functional as F
 
 from s3edit.model.codes import IDENTITY_DIM, LANDMARK_DIM
 
@@ -40,6 +41,12 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         # (Salimans & Ho 2022), whose output at high noise is the face itself, so the steps
         # where only the codes tell faces apart are well conditioned.
         prediction_type: str = "epsilon",
+        # Side of a coarse image predicted linearly from the codes and given to the UNet as
+        # three extra input channels (0: none). Added to the timestep embedding alone, the
+        # codes stayed unread: after 6,000 steps the predicted x0 at t = 800 was as good with
+        # a stranger's identity code as with the face's own, while a linear map from the codes
+        # to pixels tells them apart (held-out |error| 0.35 own against 0.41 swapped).
+        template_resolution: int = 0,
     ):
         super().__init__()
         emb_dim = block_out_channels[0] * 4
@@ -48,6 +55,8 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         up = [b.replace("Down", "Up") for b in reversed(down)]
         self.unet = UNet2DModel(
             sample_size=resolution,
+            in_channels=6 if template_resolution else 3,
+            out_channels=3,
             block_out_channels=block_out_channels,
             layers_per_block=layers_per_block,
             down_block_types=tuple(down),
@@ -64,6 +73,8 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
             nn.SiLU(),
             nn.Linear(fusion_hidden, emb_dim),
         )
+        self.code_template = (nn.Linear(IDENTITY_DIM + LANDMARK_DIM, 3 * template_resolution**2)
+                              if template_resolution else None)
         self.register_buffer("code_mean", torch.zeros(IDENTITY_DIM + LANDMARK_DIM))
         self.register_buffer("code_std", torch.ones(IDENTITY_DIM + LANDMARK_DIM))
 
@@ -73,12 +84,34 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         self.code_mean.copy_(codes.mean(0))
         self.code_std.copy_(codes.std(0).clamp(min=1e-4))
 
+    @torch.no_grad()
+    def fit_code_template(self, identity: torch.Tensor, landmarks: torch.Tensor,
+                          images: torch.Tensor, ridge: float = 10.0) -> None:
+        """Start the template as the ridge regression of the (training) images on the codes."""
+        r = self.config.template_resolution
+        codes = torch.cat([identity, landmarks], dim=-1).float()
+        x = torch.cat([(codes - self.code_mean) / self.code_std, torch.ones(len(codes), 1)], 1)
+        y = F.interpolate(images.float(), size=r, mode="area").flatten(1)
+        w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
+        self.code_template.weight.copy_(w[:-1].T)
+        self.code_template.bias.copy_(w[-1])
+
     def z_face(self, identity: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-        codes = torch.cat([identity, landmarks], dim=-1)
-        return self.fusion((codes - self.code_mean) / self.code_std)
+        """The condition: the fused codes, followed by the standardised codes themselves when
+        the model draws a template from them."""
+        codes = (torch.cat([identity, landmarks], dim=-1) - self.code_mean) / self.code_std
+        fused = self.fusion(codes)
+        return torch.cat([fused, codes], -1) if self.code_template is not None else fused
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, z_face: torch.Tensor) -> torch.Tensor:
         """The UNet's output (noise or v, see `prediction_type`) for images in [-1, 1]."""
+        if self.code_template is not None:
+            r = self.config.template_resolution
+            z_face, codes = z_face.split([z_face.shape[-1] - self.code_mean.numel(),
+                                          self.code_mean.numel()], -1)
+            template = self.code_template(codes).view(-1, 3, r, r)
+            template = F.interpolate(template, size=x_t.shape[-1], mode="bilinear")
+            x_t = torch.cat([x_t, template], 1)
         return self.unet(x_t, t, class_labels=z_face).sample
 
     def predicted_x0(self, output: torch.Tensor, x_t: torch.Tensor,

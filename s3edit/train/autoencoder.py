@@ -43,8 +43,9 @@ class AutoencoderTrainConfig:
     # Weight 1 (the reference's) let the regulariser dominate a short run: the noise loss rose
     # from 0.63 to 0.73 over 50 steps while the x0 agreement fell. 0.1 keeps it a regulariser.
     reg_weight: float = 0.1
-    # A fresh run's UNet output; a resumed run keeps its checkpoint's.
+    # A fresh run's UNet output and code template; a resumed run keeps its checkpoint's.
     prediction_type: str = "epsilon"
+    template_resolution: int = 0
     # "plain": the MSE of the UNet's output (noise or v). "truncated-snr": the x0 error
     # weighted max(SNR, 1). The plain noise loss weights a timestep's x0 error by its SNR,
     # 0.002 at t = 800, so the high-noise steps, where only z_face tells faces apart, hardly
@@ -180,12 +181,17 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
     else:
         model = DiffusionFaceAutoencoder(resolution=cfg.resolution,
                                          block_out_channels=tuple(cfg.block_out_channels),
-                                         prediction_type=cfg.prediction_type)
+                                         prediction_type=cfg.prediction_type,
+                                         template_resolution=cfg.template_resolution)
         model.set_code_statistics(train.identity, train.landmarks)
+        if cfg.template_resolution:
+            model.fit_code_template(train.identity, train.landmarks, train.images)
         ema, step = copy.deepcopy(model), 0
     ema.requires_grad_(False)
+    # The code template starts fitted, so it stays at the base rate with the UNet.
+    rest = [p for name, p in model.named_parameters() if not name.startswith("fusion.")]
     optimizer = torch.optim.AdamW(
-        [{"params": model.unet.parameters()},
+        [{"params": rest},
          {"params": model.fusion.parameters(), "lr": cfg.lr * cfg.fusion_lr_scale}],
         lr=cfg.lr, weight_decay=0.0)
     if (ckpt / "optimizer.safetensors").exists():
