@@ -6,6 +6,8 @@ import torch
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codec import DiffusionCodec, PassThroughCodec
 from s3edit.model.codes import identity_code, landmark_code
+from s3edit.train.autoencoder import FaceBatchSource
+from s3edit.train.upgrade import upgrade
 
 
 def tiny_model(prediction_type: str = "epsilon") -> DiffusionFaceAutoencoder:
@@ -141,3 +143,24 @@ def test_code_template_feeds_the_identity_to_the_unet():
     own = model(x, t, model.z_face(identity[:1], landmarks[:1]))
     other = model(x, t, model.z_face(identity[1:], landmarks[:1]))
     assert (own - other).abs().max() > 1e-4
+
+
+def test_upgrades_keep_the_decoders_function():
+    old = tiny_model()
+    identity, landmarks = codes(64)
+    old.set_code_statistics(identity, landmarks)
+    train = FaceBatchSource(torch.rand(64, 3, 16, 16) * 2 - 1, identity, landmarks,
+                            torch.ones(64, 1, 16, 16))
+    x, t = torch.randn(4, 3, 16, 16), torch.tensor([10, 300, 600, 900])
+    with torch.no_grad():
+        before = old(x, t, old.z_face(identity[:4], landmarks[:4]))
+        templated = upgrade(old, False, None, 4, train).eval()
+        torch.testing.assert_close(templated(x, t, templated.z_face(identity[:4], landmarks[:4])),
+                                   before)
+        assert templated.code_template.weight.abs().sum() > 0, "the template is fitted"
+        refused = upgrade(old, True, None, None, train).eval()
+        mean_z = old.z_face(identity, landmarks).mean(0)
+        torch.testing.assert_close(refused(x, t, mean_z.expand(4, -1)),
+                                   refused(x, t, refused.z_face(identity[:4], landmarks[:4])))
+        assert upgrade(old, False, "v_prediction", None, train).config.prediction_type \
+            == "v_prediction"
