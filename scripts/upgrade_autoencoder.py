@@ -9,7 +9,8 @@ from the same point rather than from scratch:
                             the noise; the high-noise steps relearn)
   --template-resolution R   a code template (see DiffusionFaceAutoencoder): the UNet's new input
                             channels start at zero and the template as the ridge fit on the codes
-The step count is kept, so `s3edit train autoencoder --out` on the new folder goes on from it.
+The step count is kept, so `s3edit train autoencoder --out` on the new folder goes on from it;
+the optimizer state is not (it belongs to the old parameters) and the EMA restarts.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ def main() -> None:
                                                         limit=args.limit))
     torch.manual_seed(0)
     tmp = args.out / "checkpoint.tmp"
+    old = DiffusionFaceAutoencoder.from_pretrained(args.checkpoint / "model")
+    new = upgrade(old, args.fresh_fusion, args.prediction, args.template_resolution, train)
+    # The EMA restarts from the upgraded weights: an average across the change would mix two
+    # conditionings (at decay 0.999, a third of it would still be the old one 1,000 steps on).
     for part in ("model", "ema"):
-        old = DiffusionFaceAutoencoder.from_pretrained(args.checkpoint / part)
-        upgrade(old, args.fresh_fusion, args.prediction, args.template_resolution,
-                train).save_pretrained(tmp / part)
+        new.save_pretrained(tmp / part)
     shutil.copy(args.checkpoint / "state.json", tmp / "state.json")
     tmp.rename(args.out / "checkpoint")
     print(args.out / "checkpoint")
