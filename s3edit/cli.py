@@ -174,13 +174,16 @@ def apply(
     attr: Annotated[str, typer.Option("--attr", "-a", help="CelebA attribute to edit, e.g. "
                                       "eyeglasses, smiling, young, blond_hair.")],
     scale: Annotated[float, typer.Option("--scale", "-s", help="Edit strength; negative "
-                                         "removes the attribute, 0 reconstructs.")] = 0.5,
+                                         "removes the attribute, 0 reconstructs. Expressions "
+                                         "(smiling, mouth_slightly_open, high_cheekbones, "
+                                         "narrow_eyes) move the landmarks: 1 is the average "
+                                         "difference between faces with and without.")] = 0.5,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output video (one "
                                                 "input).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Folder for outputs of "
                        "several inputs; existing outputs are skipped.")] = None,
-    editor: Annotated[EditorName, typer.Option(help="How the identity code is moved.")]
-    = EditorName.linear,
+    editor: Annotated[EditorName, typer.Option(help="How the identity code is moved (not used "
+                      "for expressions, which move the landmarks).")] = EditorName.linear,
     steps: Annotated[int, typer.Option(min=1, max=1000, help="DDIM steps for inversion and "
                                        "decoding.")] = DEFAULT_STEPS,
     refine: Annotated[int, typer.Option(min=0, max=20, help=REFINE_HELP)] = DEFAULT_REFINE,
@@ -264,22 +267,23 @@ def run_jobs(jobs: list[tuple[Path, Path]], as_json: bool, quiet: bool, verbose:
     """Load the models once and edit each input; a failing input does not stop the others."""
     import torch
 
-    from s3edit.edit.loading import UntrainedEditor
+    from s3edit.edit.expression import edit_codes
     from s3edit.pipeline import EditOptions, Pipeline
 
     torch.manual_seed(seed)
     try:
-        codec_, editor_ = load_models(weights, device, steps, refine, no_model, editor)
-        if isinstance(editor_, UntrainedEditor) and options["scale"] != 0:
-            editor_.edit(torch.zeros(128), options["attr"], options["scale"])  # says why
+        codec_, editor_, expressions = load_models(weights, device, steps, refine, no_model,
+                                                   editor)
+        # Fails fast, saying why, when the edit needs an editor without weights.
+        edit_codes(editor_, expressions, torch.zeros(128), options["attr"], options["scale"])
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
     codes = []
     for src, dst in jobs:
         try:
             with stage_progress(not quiet) as hook:
-                result = Pipeline(codec_, editor_, EditOptions(**options), progress=hook).run(
-                    src, dst)
+                result = Pipeline(codec_, editor_, EditOptions(**options), progress=hook,
+                                  expressions=expressions).run(src, dst)
             emit(asdict(result), as_json)
             codes.append(0)
         except KeyboardInterrupt as error:
@@ -305,8 +309,9 @@ def emit(record: dict, as_json: bool) -> None:
 
 def load_models(weights: Path | None, device: str, steps: int, refine: int, no_model: bool,
                 editor: str):
-    """The codec and editor a run uses, from the weights folder."""
-    from s3edit.edit.loading import load_editor
+    """The codec, the identity editor and the expression directions a run uses, from the
+    weights folder."""
+    from s3edit.edit.loading import load_editor, load_expressions
     from s3edit.model.autoencoder import DiffusionFaceAutoencoder
     from s3edit.model.codec import DiffusionCodec, PassThroughCodec
     from s3edit.weights import autoencoder_dir, default_weights_dir, resolve_device
@@ -315,7 +320,7 @@ def load_models(weights: Path | None, device: str, steps: int, refine: int, no_m
     if weights is not None and not weights.is_dir():
         raise S3EditError(f"weights folder {weights} does not exist")
     if no_model:
-        return PassThroughCodec(), load_editor(folder, editor)
+        return PassThroughCodec(), load_editor(folder, editor), load_expressions(folder)
     model_dir = autoencoder_dir(folder)
     if model_dir is None:
         raise S3EditError(f"no autoencoder in {folder} (expected {folder}/autoencoder/"
@@ -323,7 +328,7 @@ def load_models(weights: Path | None, device: str, steps: int, refine: int, no_m
                           "--no-model")
     model = DiffusionFaceAutoencoder.from_pretrained(model_dir)
     codec_ = DiffusionCodec(model, steps, refine, resolve_device(device))
-    return codec_, load_editor(folder, editor)
+    return codec_, load_editor(folder, editor), load_expressions(folder)
 
 
 @app.command()
@@ -357,9 +362,9 @@ def preview(
             raise S3EditError(f"{output} exists; use --overwrite to replace it")
         if not output.parent.is_dir():
             raise S3EditError(f"output folder {output.parent} does not exist")
-        codec_, editor_ = load_models(weights, device.value, steps, refine, no_model,
-                                      editor.value)
-        render_preview(input_path, frame, attr, scale, codec_, editor_, output)
+        codec_, editor_, expressions = load_models(weights, device.value, steps, refine,
+                                                   no_model, editor.value)
+        render_preview(input_path, frame, attr, scale, codec_, editor_, output, expressions)
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
     typer.echo(f"wrote {output}")
@@ -487,9 +492,11 @@ def train_editor_cmd(
     data: Annotated[list[str], typer.Option(help="A CelebAMask-HQ folder (labels), a folder "
                     "of videos, or a data set name (celebahq, voxceleb) under "
                     "$S3EDIT_DATA_ROOT; repeat to combine.")],
-    out: Annotated[Path, typer.Option(help="Output folder: OUT/classifier and OUT/<editor>.")],
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/classifier, OUT/expression "
+                   "and OUT/<editor>.")],
     editor: Annotated[EditorName, typer.Option(help="Which editor to train (the latent "
-                      "classifiers, which linear uses as is, are trained first).")]
+                      "classifiers, which linear uses as is, and the expression directions "
+                      "are fitted first).")]
     = EditorName.s3,
     classifier: Annotated[Path | None, typer.Option(help="Reuse these latent classifiers "
                           "instead of training them.")] = None,
@@ -516,7 +523,7 @@ def train_editor_cmd(
     """
     from s3edit.edit.attributes import resolve_attribute
     from s3edit.train.datasets import editor_data
-    from s3edit.train.editors import train_classifier, train_lt, train_s3
+    from s3edit.train.editors import train_classifier, train_expression, train_lt, train_s3
 
     try:
         sources = editor_data(data)
@@ -525,6 +532,7 @@ def train_editor_cmd(
         if classifier is None:
             classifier = train_classifier(sources.faces, out, holdout, limit)
             typer.echo(classifier)
+            typer.echo(train_expression(sources.faces, out, holdout, limit))
         if editor is EditorName.lt:
             typer.echo(train_lt(sources.faces, out, classifier, steps=steps, limit=limit,
                                 holdout=holdout, progress=progress))
@@ -534,6 +542,34 @@ def train_editor_cmd(
                                 sparsity=sparsity, self_training=self_training,
                                 holdout_attrs=held_out, videos=videos, steps=steps,
                                 limit=limit, holdout=holdout, progress=progress))
+    except (Exception, KeyboardInterrupt) as error:
+        raise typer.Exit(fail(error, verbose)) from None
+
+
+@train_app.command("expression")
+def train_expression_cmd(
+    data: Annotated[str, typer.Option(help="A CelebAMask-HQ folder (labels and landmarks), or "
+                    "celebahq under $S3EDIT_DATA_ROOT.")],
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/expression.")],
+    holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
+    = 2000,
+    limit: Annotated[int | None, typer.Option(help="Use the first N images only.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Fit the landmark directions that expression attributes (smiling, mouth_slightly_open,
+    high_cheekbones, narrow_eyes) are edited along: the mean landmark code of the faces with
+    the attribute minus that of the faces without. Example:
+    s3edit train expression --data celebahq --out runs/editors
+    """
+    from s3edit.train.datasets import is_labelled_faces, resolve_data
+    from s3edit.train.editors import train_expression
+
+    try:
+        folder = resolve_data(data)
+        if not is_labelled_faces(folder):
+            raise UsageError(f"--data {data} ({folder}): not a CelebAMask-HQ layout (no "
+                             "attribute labels)")
+        typer.echo(train_expression(folder, out, holdout, limit))
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
 

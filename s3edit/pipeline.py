@@ -2,8 +2,9 @@
 
 Pass 1 streams the video through the face detector and tracker (landmarks only are kept) and
 embeds the identity on a few evenly spread frames. The edit then changes the clip's identity
-code once. Pass 2 streams the video again: aligned crops go through the model in batches, are
-pasted back through the soft face mask, and the frames go straight to the encoder.
+code once (an expression instead adds one offset to every frame's landmark code). Pass 2
+streams the video again: aligned crops go through the model in batches, are pasted back through
+the soft face mask, and the frames go straight to the encoder.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from s3edit.edit.base import Editor
+from s3edit.edit.expression import CodeEdit, ExpressionDirections, edit_codes
 from s3edit.face.align import align_crop, to_crop_coords
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector, landmarks68
@@ -101,9 +103,11 @@ def analyse_clip(info: VideoInfo, opts: EditOptions, identity_encoder: IdentityE
 
 class Pipeline:
     def __init__(self, codec: FaceCodec, editor: Editor, options: EditOptions,
-                 progress: ProgressHook = no_progress):
+                 progress: ProgressHook = no_progress,
+                 expressions: ExpressionDirections | None = None):
         self.codec = codec
         self.editor = editor
+        self.expressions = expressions
         self.options = options
         self.progress = progress
         self._identity_encoder: IdentityEncoder | None = None
@@ -120,21 +124,21 @@ class Pipeline:
     def render(self, info: VideoInfo, clip: ClipAnalysis, writer: VideoWriter) -> None:
         """Pass 2: edit every tracked frame and write the video."""
         opts = self.options
-        edited_identity = self.editor.edit(clip.identity, opts.attr, opts.scale)
+        edit = edit_codes(self.editor, self.expressions, clip.identity, opts.attr, opts.scale)
         advance = self.progress("editing frames", info.frame_count)
         pending: list[tuple[int, np.ndarray]] = []
         with writer:
             for t, frame in enumerate(read_frames(info)):
                 pending.append((t, frame))
                 if sum(clip.track.valid[i] for i, _ in pending) >= opts.batch_size:
-                    self._flush(pending, clip, edited_identity, writer)
+                    self._flush(pending, clip, edit, writer)
                     advance(len(pending))
                     pending = []
-            self._flush(pending, clip, edited_identity, writer)
+            self._flush(pending, clip, edit, writer)
             advance(len(pending))
 
     def _flush(self, pending: list[tuple[int, np.ndarray]], clip: ClipAnalysis,
-               edited_identity: torch.Tensor, writer: VideoWriter) -> None:
+               edit: CodeEdit, writer: VideoWriter) -> None:
         track, size = clip.track, self.codec.resolution
         todo = [(t, frame) for t, frame in pending if track.valid[t]]
         edited: dict[int, np.ndarray] = {}
@@ -145,12 +149,11 @@ class Pipeline:
             landmarks = landmark_code(torch.from_numpy(lm))
             x0 = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
             latents = self.codec.encode(x0, clip.identity, landmarks)
-            out = to_uint8(self.codec.decode(latents, edited_identity, landmarks))
+            out = to_uint8(self.codec.decode(latents, edit.identity, edit.landmarks(landmarks)))
             recon = None
             if self.options.blend == "residual":
-                same = torch.equal(edited_identity, clip.identity)
-                recon = out if same else to_uint8(
-                    self.codec.decode(latents, clip.identity, landmarks))
+                recon = to_uint8(self.codec.decode(latents, clip.identity, landmarks)) \
+                    if edit.changes(clip.identity) else out
             for i, (t, frame) in enumerate(todo):
                 mask = face_mask(track.mesh[t], frame.shape[:2], attr=self.options.attr)
                 edited[t] = paste_back(frame, out[i], track.squares[t], mask,

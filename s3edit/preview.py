@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from s3edit.edit.base import Editor
+from s3edit.edit.expression import ExpressionDirections, edit_codes
 from s3edit.errors import NoFaceError, S3EditError
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
 from s3edit.face.identity import IdentityEncoder
@@ -22,7 +23,8 @@ PANEL = 256
 
 
 def render_preview(video: Path, frame_number: int, attr: str, scale: float, codec: FaceCodec,
-                   editor: Editor, output: Path) -> None:
+                   editor: Editor, output: Path,
+                   expressions: ExpressionDirections | None = None) -> None:
     info = probe(video)
     if frame_number >= info.frame_count:
         raise S3EditError(f"{video}: frame {frame_number} is past the end "
@@ -41,8 +43,8 @@ def render_preview(video: Path, frame_number: int, attr: str, scale: float, code
     x0 = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
     latents = codec.encode(x0, identity, landmarks[None])
     recon = to_uint8(codec.decode(latents, identity, landmarks[None]))[0]
-    edited = to_uint8(codec.decode(latents, editor.edit(identity, attr, scale),
-                                   landmarks[None]))[0]
+    edit = edit_codes(editor, expressions, identity, attr, scale)
+    edited = to_uint8(codec.decode(latents, edit.identity, edit.landmarks(landmarks[None])))[0]
 
     annotated = align_crop(frame, square, PANEL)
     for x, y in to_crop_coords(face.lm68, square, PANEL):

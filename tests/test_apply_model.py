@@ -65,3 +65,17 @@ def test_preview_shows_original_reconstruction_and_edit(run_s3edit, short_clip, 
     assert np.abs(edit - recon).mean() > 0.5
     again = run_s3edit(*args, timeout=600)
     assert again.returncode != 0 and "exists" in again.stderr
+
+
+def test_smiling_moves_the_landmarks_and_the_face_smiles(run_s3edit, short_clip, tmp_path):
+    """An expression edit goes through the landmark codes (weights/editors/expression): the
+    image classifier, which never saw the codes, sees the smile, and the person stays."""
+    from s3edit.metrics.evaluate import evaluate_pair
+
+    out = tmp_path / "smile.mp4"
+    proc = run_s3edit("apply", short_clip, "-o", out, "--attr", "smiling", "--scale", "1.5",
+                      "--steps", "3", "--device", "cpu", "-q", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = evaluate_pair(short_clip, out, "Smiling", every=4)
+    assert result["target_change"] > 0.1
+    assert result["identity"] > 0.9

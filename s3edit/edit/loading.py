@@ -1,4 +1,4 @@
-"""Load an editor by name from a weights folder."""
+"""Load an editor by name, and the expression directions, from a weights folder."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from s3edit.edit.base import Editor
+from s3edit.edit.expression import ExpressionDirections
 from s3edit.errors import S3EditError
 
 
@@ -44,3 +45,11 @@ def load_editor(weights_dir: Path, name: str) -> Editor:
         return editor(model.from_pretrained(own),
                       LatentAttributeClassifier.from_pretrained(classifier))
     return UntrainedEditor(name, own)
+
+
+def load_expressions(weights_dir: Path) -> ExpressionDirections | None:
+    """editors/expression, or None when absent (expressions then go to the identity editor)."""
+    folder = weights_dir / "editors" / "expression"
+    if not (folder / "config.json").exists():
+        return None
+    return ExpressionDirections.from_pretrained(folder).eval()

@@ -1,5 +1,6 @@
 """`s3edit train editor`: the latent attribute classifiers (the linear editor's directions),
-the Latent Transformer and the S3Editor transforms."""
+the Latent Transformer and the S3Editor transforms; `s3edit train expression`: the landmark
+directions of the expression attributes."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ import torch.nn.functional as F
 from s3edit.edit.attributes import ATTRIBUTES, resolve_attribute
 from s3edit.edit.base import Editor
 from s3edit.edit.classifier import LatentAttributeClassifier, fit_classifier, roc_auc
+from s3edit.edit.expression import fit_expression_directions
 from s3edit.edit.linear import LinearEditor
 from s3edit.edit.lt import LatentTransformer, LatentTransformerEditor
 from s3edit.edit.routing import route_attributes
 from s3edit.edit.s3 import S3Editor, S3Transform
 from s3edit.edit.sparsity import GroupSparseOptimizer
 from s3edit.errors import UsageError
-from s3edit.model.codes import IDENTITY_DIM, identity_code
+from s3edit.model.codes import IDENTITY_DIM, LANDMARK_DIM, identity_code, landmark_code
 from s3edit.storage import cache_root
 from s3edit.train.autoencoder import split_shards
 from s3edit.train.cache import SHARD_SIZE, build_image_cache, load_cache
@@ -44,11 +46,13 @@ from s3edit.video import VIDEO_SUFFIXES
 class LabelledCodes:
     codes: torch.Tensor  # (N, 128) L2-normalised identity codes
     labels: torch.Tensor  # (N, 40) in {0, 1}
+    landmarks: torch.Tensor  # (N, 102) landmark codes
 
 
 def labelled_codes(data: Path, holdout: int = 2000, limit: int | None = None
                    ) -> tuple[LabelledCodes, LabelledCodes]:
-    """Identity codes and attribute labels of a CelebAMask-HQ folder, train and held-out."""
+    """Identity and landmark codes and attribute labels of a CelebAMask-HQ folder, train and
+    held-out."""
     paths = celeba_images(data)
     labels = celeba_labels(data)
     train_shards, held_shards = split_shards(len(paths), holdout)
@@ -57,9 +61,13 @@ def labelled_codes(data: Path, holdout: int = 2000, limit: int | None = None
     folder = build_image_cache(paths, 128, shards=[*train_shards, *held_shards])
 
     def gather(shards: range) -> LabelledCodes:
+        if not shards:  # a folder of one shard or less has no held-out part
+            return LabelledCodes(torch.zeros(0, IDENTITY_DIM), torch.zeros(0, len(ATTRIBUTES)),
+                                 torch.zeros(0, LANDMARK_DIM))
         shard = load_cache(folder, shards)
         return LabelledCodes(identity_code(shard.identity),
-                             torch.stack([labels[n] for n in shard.names]))
+                             torch.stack([labels[n] for n in shard.names]),
+                             landmark_code(shard.lm68))
 
     return gather(train_shards), gather(held_shards)
 
@@ -77,6 +85,25 @@ def train_classifier(data: Path, out: Path, holdout: int = 2000, limit: int | No
             scores = classifier(held.codes)
         metrics["held_out_auc"] = {a: round(roc_auc(scores[:, i], held.labels[:, i]), 4)
                                    for i, a in enumerate(ATTRIBUTES)}
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return folder
+
+
+def train_expression(data: Path, out: Path, holdout: int = 2000, limit: int | None = None
+                     ) -> Path:
+    """Fit the expression directions, save them to OUT/expression with held-out ROC AUCs of
+    the landmark codes projected on each direction."""
+    train, held = labelled_codes(data, holdout, limit)
+    expressions = fit_expression_directions(train.landmarks, train.labels)
+    folder = out / "expression"
+    expressions.save_pretrained(folder)
+    metrics: dict = {"train_images": len(train.codes), "held_out_images": len(held.codes),
+                     "positives": {a: int(train.labels[:, ATTRIBUTES.index(a)].sum())
+                                   for a in expressions.config.attributes}}
+    if len(held.codes):
+        metrics["held_out_auc"] = {
+            a: round(roc_auc(held.landmarks @ d, held.labels[:, ATTRIBUTES.index(a)]), 4)
+            for a, d in zip(expressions.config.attributes, expressions.directions, strict=True)}
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return folder
 

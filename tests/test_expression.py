@@ -1,0 +1,128 @@
+"""Expression attributes move the landmark codes: fitting, routing, the pipeline and training."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from s3edit.edit.attributes import ATTRIBUTES
+from s3edit.edit.expression import (
+    EXPRESSION_ATTRIBUTES,
+    ExpressionDirections,
+    edit_codes,
+    fit_expression_directions,
+)
+from s3edit.model.codes import LANDMARK_DIM
+from s3edit.train.celeba import ANNOTATION_FILE
+
+SMILING = ATTRIBUTES.index("Smiling")
+MOUTH_LEFT, MOUTH_RIGHT = 48 - 17, 54 - 17  # iBUG mouth corners among the 51 coded points
+
+
+def planted(n: int = 400, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random landmark codes and labels; every positive of every expression is shifted by its
+    own offset."""
+    g = torch.Generator().manual_seed(seed)
+    landmarks = torch.randn(n, LANDMARK_DIM, generator=g) * 0.01
+    labels = (torch.rand(n, len(ATTRIBUTES), generator=g) < 0.4).float()
+    offsets = torch.randn(len(EXPRESSION_ATTRIBUTES), LANDMARK_DIM, generator=g) * 0.05
+    for i, attr in enumerate(EXPRESSION_ATTRIBUTES):
+        landmarks += labels[:, ATTRIBUTES.index(attr), None] * offsets[i]
+    return landmarks, labels, offsets
+
+
+def test_fit_recovers_each_attributes_offset():
+    landmarks, labels, offsets = planted()
+    model = fit_expression_directions(landmarks, labels)
+    for i, attr in enumerate(EXPRESSION_ATTRIBUTES):
+        error = (model.offset(attr, 1.0) - offsets[i]).norm() / offsets[i].norm()
+        assert error < 0.15, attr  # the other attributes' shifts average out
+
+
+def test_offset_scales_and_other_attributes_have_none():
+    model = fit_expression_directions(*planted()[:2])
+    torch.testing.assert_close(model.offset("Smiling", -2.0), -2 * model.offset("Smiling", 1.0))
+    assert model.offset("Eyeglasses", 1.0) is None
+
+
+def test_fit_needs_both_classes():
+    landmarks, labels, _ = planted()
+    labels[:, SMILING] = 1
+    with pytest.raises(ValueError, match="Smiling"):
+        fit_expression_directions(landmarks, labels)
+
+
+class RecordingEditor:
+    name = "recording"
+
+    def __init__(self):
+        self.calls = []
+
+    def edit(self, identity, attr, scale):
+        self.calls.append((attr, scale))
+        return identity if scale == 0 else identity + scale
+
+
+def test_edit_codes_routes_expressions_to_the_landmarks():
+    model = fit_expression_directions(*planted()[:2])
+    identity, landmarks = torch.randn(128), torch.randn(5, LANDMARK_DIM)
+    editor = RecordingEditor()
+
+    smile = edit_codes(editor, model, identity, "Smiling", 1.5)
+    assert editor.calls == [], "the identity editor is not asked"
+    assert torch.equal(smile.identity, identity) and smile.changes(identity)
+    torch.testing.assert_close(smile.landmarks(landmarks),
+                               landmarks + 1.5 * model.offset("Smiling", 1.0))
+
+    glasses = edit_codes(editor, model, identity, "Eyeglasses", 0.5)
+    assert editor.calls == [("Eyeglasses", 0.5)] and glasses.landmark_offset is None
+    assert torch.equal(glasses.landmarks(landmarks), landmarks)
+
+    # Without directions (older weights folders) expressions go to the identity editor.
+    assert edit_codes(editor, None, identity, "Smiling", 1.0).landmark_offset is None
+    # Scale 0 changes nothing, by either route.
+    for attr in ("Smiling", "Eyeglasses"):
+        assert not edit_codes(editor, model, identity, attr, 0).changes(identity)
+
+
+def test_save_load_round_trip(tmp_path):
+    model = fit_expression_directions(*planted()[:2])
+    model.save_pretrained(tmp_path / "expression")
+    loaded = ExpressionDirections.from_pretrained(tmp_path / "expression")
+    assert list(loaded.config.attributes) == list(model.config.attributes)
+    torch.testing.assert_close(loaded.directions, model.directions)
+
+
+@pytest.fixture(scope="module")
+def tiny_labelled(shared_data, tmp_path_factory):
+    """60 real CelebA-HQ faces in the CelebAMask-HQ layout, with their labels."""
+    source = shared_data / "CelebAMask-HQ-128"
+    folder = tmp_path_factory.mktemp("labelled")
+    (folder / "CelebA-HQ-img").mkdir()
+    lines = (source / ANNOTATION_FILE).read_text().splitlines()
+    kept = [line for line in lines[2:] if int(line.split()[0].split(".")[0]) < 60]
+    (folder / ANNOTATION_FILE).write_text("\n".join([str(len(kept)), lines[1], *kept]) + "\n")
+    for line in kept:
+        shutil.copy(source / "CelebA-HQ-img" / line.split()[0], folder / "CelebA-HQ-img")
+    return folder
+
+
+def test_train_expression_on_real_faces_widens_the_mouth_for_a_smile(
+        run_s3edit, tiny_labelled, tmp_path, monkeypatch):
+    monkeypatch.setenv("S3EDIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "editors"
+    proc = run_s3edit("train", "expression", "--data", tiny_labelled, "--out", out,
+                      timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    model = ExpressionDirections.from_pretrained(out / "expression")
+    smile = model.offset("Smiling", 1.0).view(-1, 2).numpy()
+    # Smiling faces' mouth corners sit further apart and higher (y grows downwards).
+    assert smile[MOUTH_RIGHT, 0] - smile[MOUTH_LEFT, 0] > 0.02
+    assert np.mean(smile[[MOUTH_LEFT, MOUTH_RIGHT], 1]) < 0
+
+
+def test_train_expression_refuses_a_folder_without_labels(run_s3edit, tmp_path):
+    proc = run_s3edit("train", "expression", "--data", tmp_path, "--out", tmp_path / "out")
+    assert proc.returncode == 2 and "attribute labels" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
