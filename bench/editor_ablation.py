@@ -5,13 +5,19 @@ editor x attribute decodes its edit, pastes it back, writes a clip, and `evaluat
 `s3edit eval` runs) measures it against the cut original: identity, TL-ID, TG-ID, target and
 off-target change from the image classifier, locality.
 
-    python bench/editor_ablation.py --out /tmp/ablation --scale 1 \
+    python bench/editor_ablation.py --out /tmp/ablation --scale 0.3 0.6 \
         --editor linear --editor lt --editor s3 \
         --editor "s3 no self-training=s3:runs/ablation/noself/s3"
 
 An --editor is NAME, or LABEL=NAME[:FOLDER] with FOLDER a trained lt or s3 transform (default:
-the one in --weights). Rows go to OUT/rows.jsonl as they are measured and a rerun skips those
-already there, so a stopped run resumes. A benchmark, not a test.
+the one in --weights). With --expressions, expression attributes (Smiling...) move the landmark
+codes as `s3edit apply` does, so every editor edits them alike; without it, every attribute goes
+through the editor's identity edit (the papers' setting). Editors reach different target
+changes at the same --scale, so with several scales a last table compares them at equal target
+change: each editor's metrics are interpolated, per attribute, at the target change the first
+editor reaches at each scale. Rows go to OUT/rows.jsonl as they are measured and a rerun skips
+those already there, so a stopped run resumes and a later run can add editors or scales.
+A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before mediapipe loads: hush i
 
 import argparse
 import hashlib
+import itertools
 import json
 import subprocess
 import time
@@ -34,6 +41,7 @@ from common import default_data_dir, resolve_video
 from s3edit.edit.base import Editor
 from s3edit.edit.classifier import LatentAttributeClassifier
 from s3edit.edit.linear import LinearEditor
+from s3edit.edit.loading import load_expressions
 from s3edit.edit.lt import LatentTransformer, LatentTransformerEditor
 from s3edit.edit.s3 import S3Editor, S3Transform
 from s3edit.face.identity import IdentityEncoder
@@ -93,10 +101,15 @@ def cut(src: Path, frames: int, dst: Path) -> None:
                         "-an", "-c:v", "libx264", "-crf", "10", str(dst)], check=True)
 
 
-def table(rows: list[dict], by: tuple[str, ...]) -> str:
+def _groups(rows: list[dict], by: tuple[str, ...]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in by), []).append(row)
+    return groups
+
+
+def table(rows: list[dict], by: tuple[str, ...]) -> str:
+    groups = _groups(rows, by)
     head = [*by, "n", *METRICS, "edit s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, group in groups.items():
@@ -106,6 +119,37 @@ def table(rows: list[dict], by: tuple[str, ...]) -> str:
             cells.append(f"{np.mean(values):+.3f}" if metric == "target_change"
                          else f"{np.mean(values):.3f}" if values else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def at_equal_target(rows: list[dict], reference: str) -> str:
+    """Each editor's metrics at the target changes `reference` reaches, interpolated per
+    attribute between the editor's scales (means over clips); '-' where that target change
+    lies outside the range an editor's scales cover."""
+    curves: dict[tuple[str, str], list[tuple[float, dict]]] = {}
+    for (attr, editor, _), group in _groups(rows, ("attr", "editor", "scale")).items():
+        means = {m: float(np.mean([r[m] for r in group])) for m in METRICS}
+        curves.setdefault((attr, editor), []).append((means["target_change"], means))
+    attrs = sorted({r["attr"] for r in rows})
+    editors = list(dict.fromkeys(r["editor"] for r in rows))
+    metrics = [m for m in METRICS if m != "target_change"]
+    lines = ["| editor | target change | " + " | ".join(metrics) + " |",
+             "|" + "---|" * (len(metrics) + 2)]
+    for level in range(len(curves[attrs[0], reference])):
+        targets = {a: sorted(curves[a, reference], key=lambda p: p[0])[level][0] for a in attrs}
+        for editor in editors:
+            cells = []
+            for metric in metrics:
+                values = []
+                for attr in attrs:
+                    points = sorted(curves.get((attr, editor), []), key=lambda p: p[0])
+                    xs = [x for x, _ in points]
+                    if not xs or not xs[0] - 1e-9 <= targets[attr] <= xs[-1] + 1e-9:
+                        break
+                    values.append(np.interp(targets[attr], xs, [m[metric] for _, m in points]))
+                cells.append(f"{np.mean(values):.3f}" if len(values) == len(attrs) else "-")
+            mean_target = np.mean(list(targets.values()))
+            lines.append(f"| {editor} | {mean_target:+.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -119,24 +163,28 @@ def main() -> None:
     p.add_argument("--attrs", nargs="+", default=["Eyeglasses", "Smiling", "Young"])
     p.add_argument("--editor", dest="editors", action="append",
                    help="NAME or LABEL=NAME[:FOLDER]; repeat (default: linear, lt, s3)")
-    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--scale", dest="scales", type=float, nargs="+", default=[0.3])
     p.add_argument("--frames", type=int, default=32, help="first N frames of each clip")
     p.add_argument("--every", type=int, default=2, help="measure every N-th frame")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--refine", type=int, default=3)
     p.add_argument("--weights", type=Path, default=default_weights_dir())
+    p.add_argument("--expressions", action="store_true",
+                   help="edit expression attributes through the landmark codes, as apply does")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows_file = args.out / "rows.jsonl"
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()] \
         if rows_file.exists() else []
-    done = {(r["clip"], r["attr"], r["editor"]) for r in rows}
+    done = {(r["clip"], r["attr"], r["editor"], r["scale"]) for r in rows}
 
     editors = [load_editor_spec(s, args.weights) for s in args.editors or ["linear", "lt", "s3"]]
     model = DiffusionFaceAutoencoder.from_pretrained(autoencoder_dir(args.weights))
+    expressions = load_expressions(args.weights) if args.expressions else None
     encoder = IdentityEncoder()
     for clip_name in args.clips:
-        if all((clip_name, a, label) in done for a in args.attrs for label, _ in editors):
+        if all((clip_name, a, label, s) in done
+               for a in args.attrs for label, _ in editors for s in args.scales):
             continue
         src = args.out / (clip_name.replace("/", "_"))
         cut(resolve_video(clip_name, args.data), args.frames, src)
@@ -150,17 +198,17 @@ def main() -> None:
             info, clip, VideoWriter(src.with_suffix(".recon.mp4"), info, overwrite=True))
         shared_seconds = time.perf_counter() - start
         for attr in args.attrs:
-            for label, editor in editors:
-                if (clip_name, attr, label) in done:
+            for (label, editor), scale in itertools.product(editors, args.scales):
+                if (clip_name, attr, label, scale) in done:
                     continue
-                edited = src.with_suffix(f".{attr}.{label.replace(' ', '_')}.mp4")
-                opts = EditOptions(attr, args.scale, overwrite=True, audio=False)
+                edited = src.with_suffix(f".{attr}.{label.replace(' ', '_')}.{scale}.mp4")
+                opts = EditOptions(attr, scale, overwrite=True, audio=False)
                 edit_start = time.perf_counter()
-                Pipeline(codec, editor, opts).render(info, clip, VideoWriter(
-                    edited, info, audio_from=None, overwrite=True))
+                writer = VideoWriter(edited, info, audio_from=None, overwrite=True)
+                Pipeline(codec, editor, opts, expressions=expressions).render(info, clip, writer)
                 edit_seconds = time.perf_counter() - edit_start
                 result = evaluate_pair(src, edited, attr, every=args.every)
-                row = {"clip": clip_name, "attr": attr, "editor": label, "scale": args.scale,
+                row = {"clip": clip_name, "attr": attr, "editor": label, "scale": scale,
                        "frames": info.frame_count, "edit_seconds": round(edit_seconds, 2),
                        "shared_seconds": round(shared_seconds, 2),
                        **{k: result[k] for k in (*METRICS, "pixel_change")}}
@@ -169,13 +217,16 @@ def main() -> None:
                     f.write(json.dumps(row) + "\n")
                 print(f"{clip_name} {attr} {label}: " + ", ".join(
                     f"{k} {row[k]}" for k in (*METRICS, "edit_seconds")), flush=True)
-    print(f"\nscale {args.scale}, first {args.frames} frames, {args.steps} steps, refine "
+    print(f"\nfirst {args.frames} frames, {args.steps} steps, refine "
           f"{args.refine}, measured every {args.every} frames; edit s = decoding the edit, "
           "pasting back and encoding; tracking, inversion and reconstruction, done once per "
           f"clip, took {np.mean([r['shared_seconds'] for r in rows]):.1f} s a clip on average\n")
-    print(table(rows, ("editor",)))
+    print(table(rows, ("editor", "scale")))
     print()
-    print(table(rows, ("attr", "editor")))
+    print(table(rows, ("attr", "editor", "scale")))
+    if len({r["scale"] for r in rows}) > 1:
+        print(f"\nat the target changes of {rows[0]['editor']}:\n")
+        print(at_equal_target(rows, rows[0]["editor"]))
 
 
 if __name__ == "__main__":
