@@ -123,33 +123,30 @@ def table(rows: list[dict], by: tuple[str, ...]) -> str:
 
 
 def at_equal_target(rows: list[dict], reference: str) -> str:
-    """Each editor's metrics at the target changes `reference` reaches, interpolated per
-    attribute between the editor's scales (means over clips); '-' where that target change
+    """Per attribute, each editor's metrics at the target changes `reference` reaches,
+    interpolated between the editor's scales (means over clips); '-' where that target change
     lies outside the range an editor's scales cover."""
     curves: dict[tuple[str, str], list[tuple[float, dict]]] = {}
     for (attr, editor, _), group in _groups(rows, ("attr", "editor", "scale")).items():
         means = {m: float(np.mean([r[m] for r in group])) for m in METRICS}
         curves.setdefault((attr, editor), []).append((means["target_change"], means))
-    attrs = sorted({r["attr"] for r in rows})
+    for points in curves.values():
+        points.sort(key=lambda p: p[0])
     editors = list(dict.fromkeys(r["editor"] for r in rows))
     metrics = [m for m in METRICS if m != "target_change"]
-    lines = ["| editor | target change | " + " | ".join(metrics) + " |",
-             "|" + "---|" * (len(metrics) + 2)]
-    for level in range(len(curves[attrs[0], reference])):
-        targets = {a: sorted(curves[a, reference], key=lambda p: p[0])[level][0] for a in attrs}
-        for editor in editors:
-            cells = []
-            for metric in metrics:
-                values = []
-                for attr in attrs:
-                    points = sorted(curves.get((attr, editor), []), key=lambda p: p[0])
-                    xs = [x for x, _ in points]
-                    if not xs or not xs[0] - 1e-9 <= targets[attr] <= xs[-1] + 1e-9:
-                        break
-                    values.append(np.interp(targets[attr], xs, [m[metric] for _, m in points]))
-                cells.append(f"{np.mean(values):.3f}" if len(values) == len(attrs) else "-")
-            mean_target = np.mean(list(targets.values()))
-            lines.append(f"| {editor} | {mean_target:+.3f} | " + " | ".join(cells) + " |")
+    lines = ["| attr | target change | editor | " + " | ".join(metrics) + " |",
+             "|" + "---|" * (len(metrics) + 3)]
+    for attr in sorted({r["attr"] for r in rows}):
+        for target, _ in curves.get((attr, reference), []):
+            for editor in editors:
+                points = curves.get((attr, editor), [])
+                xs = [x for x, _ in points]
+                if xs and xs[0] - 1e-9 <= target <= xs[-1] + 1e-9:
+                    cells = [f"{np.interp(target, xs, [m[k] for _, m in points]):.3f}"
+                             for k in metrics]
+                else:
+                    cells = ["-"] * len(metrics)
+                lines.append(f"| {attr} | {target:+.3f} | {editor} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
