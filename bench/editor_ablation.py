@@ -208,7 +208,7 @@ def main() -> None:
                 row = {"clip": clip_name, "attr": attr, "editor": label, "scale": scale,
                        "frames": info.frame_count, "edit_seconds": round(edit_seconds, 2),
                        "shared_seconds": round(shared_seconds, 2),
-                       **{k: result[k] for k in (*METRICS, "pixel_change")}}
+                       **{k: result[k] for k in (*METRICS, "pixel_change", "attribute_changes")}}
                 rows.append(row)
                 with rows_file.open("a") as f:
                     f.write(json.dumps(row) + "\n")

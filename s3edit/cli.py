@@ -508,6 +508,10 @@ def train_editor_cmd(
     = True,
     holdout_attrs: Annotated[list[str] | None, typer.Option(help="s3: attributes left out of "
                              "training (edited through their nearest cluster).")] = None,
+    faith_correlation: Annotated[bool, typer.Option(help="s3: in the faithfulness loss, weigh "
+                                 "each other attribute by 1 - |correlation| with the edited "
+                                 "one, so what comes with it in real faces may move.")]
+    = False,
     steps: Annotated[int, typer.Option(min=1)] = 1500,
     holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
     = 2000,
@@ -540,8 +544,9 @@ def train_editor_cmd(
             videos = sources.videos[0] if sources.videos else None
             typer.echo(train_s3(sources.faces, out, classifier, clusters=clusters,
                                 sparsity=sparsity, self_training=self_training,
-                                holdout_attrs=held_out, videos=videos, steps=steps,
-                                limit=limit, holdout=holdout, progress=progress))
+                                holdout_attrs=held_out, faith_correlation=faith_correlation,
+                                videos=videos, steps=steps, limit=limit, holdout=holdout,
+                                progress=progress))
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
 
@@ -589,7 +594,8 @@ def train_default(
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
     train_editor_cmd(data=data, out=out, editor=EditorName.s3, classifier=None, clusters=5,
-                     sparsity=0.1, self_training=True, holdout_attrs=None, steps=1500,
+                     sparsity=0.1, self_training=True, holdout_attrs=None,
+                     faith_correlation=False, steps=1500,
                      holdout=2000, limit=None, verbose=False)
 
 

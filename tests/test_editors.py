@@ -224,6 +224,21 @@ def test_faithfulness_rewards_the_target_and_punishes_the_others():
     assert faithfulness_loss(p0, leaked, attr, gamma) > faithfulness_loss(p0, moved, attr, gamma)
 
 
+def test_faithfulness_weight_spares_correlated_attributes():
+    p0 = torch.full((4, 40), 0.3)
+    attr, gamma = torch.full((4,), 5), torch.full((4,), 0.8)
+    leaked = p0.clone()
+    leaked[:, 5] += 0.4
+    leaked[:, 7] += 0.2
+    weight = torch.ones(40, 40).fill_diagonal_(0)
+    # All ones off the diagonal is the unweighted loss.
+    assert faithfulness_loss(p0, leaked, attr, gamma, weight) == pytest.approx(
+        float(faithfulness_loss(p0, leaked, attr, gamma)))
+    # Attribute 7 fully correlated with 5: moving it along costs nothing.
+    weight[5, 7] = 0
+    assert faithfulness_loss(p0, leaked, attr, gamma, weight) == pytest.approx(-0.8 * 0.4)
+
+
 def test_identity_and_manifold_losses():
     z = F.normalize(torch.randn(6, 128), dim=1)
     assert identity_loss(z, z) == pytest.approx(0, abs=1e-6)

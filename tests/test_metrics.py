@@ -115,8 +115,10 @@ def test_attribute_changes():
     edited[:, 15] = 0.9
     edited[:, 0] = 0.3
     edited[2] = np.nan  # no face there: left out
-    target, off = attribute_changes(original, edited, 15)
+    target, off, each = attribute_changes(original, edited, 15)
     assert target == pytest.approx(0.7) and off == pytest.approx(0.1 / 39)
+    assert each[15] == pytest.approx(0.7) and each[0] == pytest.approx(0.1)
+    assert np.abs(np.delete(each, [0, 15])).max() == 0
 
 
 # --- image classifier -------------------------------------------------------------------------

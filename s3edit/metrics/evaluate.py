@@ -83,8 +83,8 @@ def evaluate_pair(original: Path, edited: Path, attr: str, *,
     Without `image_classifier_dir` the default folder is tried (`default_image_classifier_dir`);
     if there is none, the fidelity numbers are None. NaN values come back as None. Summary keys
     are SUMMARY_KEYS plus `frames` (compared: the shorter clip's count) and `pixel_change`;
-    `per_frame` holds the curves the report plots. Raises NoFaceError if either clip shows no
-    face at all.
+    `attribute_changes` maps each attribute to its mean signed change; `per_frame` holds the
+    curves the report plots. Raises NoFaceError if either clip shows no face at all.
     """
     progress = progress or no_progress
     attr = resolve_attribute(attr)
@@ -135,13 +135,16 @@ def evaluate_pair(original: Path, edited: Path, attr: str, *,
         frame_locality = np.where(total > 0, inside / total, np.nan)
     target_o = target_e = np.full(len(indices), np.nan)
     target_change = off_target_change = math.nan
+    changes: dict[str, float | None] = {}
     if model is not None:
         probs_o.flush()
         probs_e.flush()
         index = model.index(attr)
         target_o, target_e = probs_o.values[:, index], probs_e.values[:, index]
-        target_change, off_target_change = attribute_changes(probs_o.values, probs_e.values,
-                                                             index)
+        target_change, off_target_change, per_attribute = attribute_changes(
+            probs_o.values, probs_e.values, index)
+        changes = {a: _number(c) for a, c in
+                   zip(model.config.attributes, per_attribute, strict=True)}
     with_face = np.isfinite(similarity)
     with_mesh = np.isfinite(total)
     height, width, _ = info_o.frame_shape
@@ -153,6 +156,7 @@ def evaluate_pair(original: Path, edited: Path, attr: str, *,
         "tl_id": _number(tl_id), "tg_id": _number(tg_id),
         "target_change": _number(target_change),
         "off_target_change": _number(off_target_change),
+        "attribute_changes": changes,
         "locality": _number(locality(inside, total)),
         # Locality of a change lost in codec noise means little: this says how big it was.
         "pixel_change": _number(np.nanmean(total) / (height * width) if with_mesh.any()

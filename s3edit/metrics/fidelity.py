@@ -58,16 +58,18 @@ def locality(inside: np.ndarray, total: np.ndarray) -> float:
 
 
 def attribute_changes(original: np.ndarray, edited: np.ndarray, index: int
-                      ) -> tuple[float, float]:
-    """(target change, off-target change) from probabilities (K, A) of the same frames.
+                      ) -> tuple[float, float, np.ndarray]:
+    """(target change, off-target change, per-attribute change) from probabilities (K, A) of
+    the same frames.
 
     The target change is the mean over frames of edited minus original probability of attribute
-    `index`; the off-target change the mean absolute change of all the other attributes.
-    Frames with NaN rows (no face in either clip) are left out.
+    `index`; the off-target change the mean absolute change of all the other attributes; the
+    per-attribute change (A,) each attribute's mean signed change, which says which attributes
+    an edit drags along. Frames with NaN rows (no face in either clip) are left out.
     """
     keep = np.isfinite(original).all(1) & np.isfinite(edited).all(1)
     if not keep.any():
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), np.full(original.shape[1], np.nan)
     delta = edited[keep].astype(np.float64) - original[keep]
     others = np.delete(delta, index, axis=1)
-    return float(delta[:, index].mean()), float(np.abs(others).mean())
+    return float(delta[:, index].mean()), float(np.abs(others).mean()), delta.mean(0)

@@ -46,19 +46,24 @@ def identity_loss(edited: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
 
 
 def faithfulness_loss(p0: torch.Tensor, p1: torch.Tensor, attr: torch.Tensor,
-                      gamma: torch.Tensor) -> torch.Tensor:
+                      gamma: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """sum_{a' != a} |p1_a' - p0_a'| - gamma * (p1_a - p0_a), mean over the batch.
 
     p0, p1 (N, A): attribute probabilities before and after the edit of attribute attr (N,)
     with strength gamma (N,). The paper writes the target term -gamma * |p1_a - p0_a|; we use
     the signed change, which is the same when the edit moves the way gamma asks and, unlike
     the absolute value, does not reward a move the wrong way (nor punish the right one when
-    gamma < 0).
+    gamma < 0). With `weight` (A, A), attribute a' counts weight[a, a'] in the sum (the
+    target's own weight must be 0): 1 - |correlation| lets an edit move what comes with the
+    attribute in real faces, as the Latent Transformer's L_attr does.
     """
     change = p1 - p0
     rows = torch.arange(len(attr))
     target = change[rows, attr]
-    others = change.abs().sum(1) - target.abs()
+    if weight is None:
+        others = change.abs().sum(1) - target.abs()
+    else:
+        others = (change.abs() * weight[attr]).sum(1)
     return (others - gamma * target).mean()
 
 

@@ -208,8 +208,8 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier, *, cluste
            sparsity: float = 0.1, self_training: bool = True,
            holdout_attrs: Sequence[str] = (), steps: int = 1500, batch: int = 512,
            hidden: int = 128, lr: float = 1e-3, lambda_id: float = 100.0,
-           lambda_faith: float = 1.0, lambda_gen: float = 1.0, seed: int = 0,
-           progress: bool = True) -> tuple[S3Transform, float]:
+           lambda_faith: float = 1.0, lambda_gen: float = 1.0, faith_correlation: bool = False,
+           seed: int = 0, progress: bool = True) -> tuple[S3Transform, float]:
     """Train the S3Editor transforms on unlabelled codes (N, 128); returns them and the group
     sparsity reached.
 
@@ -228,6 +228,10 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier, *, cluste
     1000: 0.981 / 0.114; the linear edit: 0.980 / 0.150). L_gen (Mahalanobis growth per dimension,
     about 0.3-0.6 for such an edit) at 1 keeps edits from drifting off the code distribution;
     at 10 it costs both identity and faithfulness.
+    faith_correlation: weigh each other attribute in L_faith by 1 - |correlation| with the
+    edited one (correlations of the classifier's probabilities on the codes, which need no
+    labels), so that what comes with an attribute in real faces (bags under the eyes with
+    age) may move with it; off, every other attribute counts fully, as in the paper.
     Sparsity: no groups are removed in the first 30% of steps (the transforms first learn),
     the target is reached in 5 periods by 80%, and the rest fine-tunes the survivors.
     """
@@ -247,6 +251,11 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier, *, cluste
     editor = S3Editor(model, classifier)
     x_all = classifier.normalize(codes)
     mean, precision = fit_gaussian(x_all)
+    faith_weight = None
+    if faith_correlation:
+        with torch.no_grad():
+            faith_weight = 1 - label_correlation(classifier(codes).sigmoid()).abs()
+        faith_weight.fill_diagonal_(0)
     seen_index = seen.nonzero().flatten()
     optimizer = GroupSparseOptimizer(torch.optim.Adam(model.parameters(), lr=lr),
                                      model.sparsity_members(), model.active, sparsity,
@@ -264,7 +273,7 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier, *, cluste
                 p0 = classifier(z).sigmoid()
             loss = (lambda_id * identity_loss(edited, z)
                     + lambda_faith * faithfulness_loss(p0, classifier(edited).sigmoid(), attr,
-                                                       gamma)
+                                                       gamma, faith_weight)
                     + lambda_gen * manifold_loss(classifier.normalize(edited), x, mean,
                                                  precision))
             optimizer.zero_grad()
@@ -279,7 +288,8 @@ def train_s3(data: Path, out: Path, classifier_dir: Path, *, clusters: int = 5,
              holdout_attrs: Sequence[str] = (), videos: Path | None = None, steps: int = 1500,
              limit: int | None = None, holdout: int = 2000, batch: int = 512, hidden: int = 128,
              lr: float = 1e-3, lambda_id: float = 100.0, lambda_faith: float = 1.0,
-             lambda_gen: float = 1.0, seed: int = 0, progress: bool = True) -> Path:
+             lambda_gen: float = 1.0, faith_correlation: bool = False, seed: int = 0,
+             progress: bool = True) -> Path:
     """Train the S3Editor transforms on a CelebAMask-HQ folder's codes (and, given `videos`,
     codes of frames of the clips under it: unlabelled, which self-training allows); save them
     to OUT/s3 with held-out metrics beside the linear editor's."""
@@ -295,15 +305,15 @@ def train_s3(data: Path, out: Path, classifier_dir: Path, *, clusters: int = 5,
     model, reached = fit_s3(pool, classifier, clusters=clusters, sparsity=sparsity,
                             self_training=self_training, holdout_attrs=holdout_attrs,
                             steps=steps, batch=batch, hidden=hidden, lr=lr, lambda_id=lambda_id,
-                            lambda_faith=lambda_faith, lambda_gen=lambda_gen, seed=seed,
-                            progress=progress)
+                            lambda_faith=lambda_faith, lambda_gen=lambda_gen,
+                            faith_correlation=faith_correlation, seed=seed, progress=progress)
     folder = out / "s3"
     model.save_pretrained(folder)
     settings = {"clusters": clusters, "sparsity_target": sparsity,
                 "self_training": self_training, "holdout_attrs": holdout_attrs,
                 "video_codes": video_codes, "steps": steps, "batch": batch, "hidden": hidden,
                 "lr": lr, "lambda_id": lambda_id, "lambda_faith": lambda_faith,
-                "lambda_gen": lambda_gen, "seed": seed}
+                "lambda_gen": lambda_gen, "faith_correlation": faith_correlation, "seed": seed}
     attributes = list(classifier.config.attributes)
     clusters_of = {attr: int(k) for attr, k in zip(attributes, model.cluster_of, strict=True)}
     extra = {"group_sparsity": round(reached, 4), "cluster_of": clusters_of}
