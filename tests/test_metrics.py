@@ -272,4 +272,11 @@ def test_real_edit_of_the_eyes(real_clip: Path, tmp_path: Path):
     assert row["tl_id"] == pytest.approx(1, abs=0.05)
     assert row["target_change"] is not None and row["off_target_change"] is not None
     assert len(row["per_frame"]["target_edited"]) == 6
+    changes = row["attribute_changes"]
+    assert len(changes) == 40 and changes["Eyeglasses"] == pytest.approx(row["target_change"],
+                                                                          abs=1e-3)
+    others = [abs(c) for a, c in changes.items() if a != "Eyeglasses"]
+    assert np.mean(others) <= row["off_target_change"] + 1e-3  # |mean| <= mean |.|
     assert "clip.eyeglasses+1.mp4" in format_table(rows)
+    report = write_report(row, original, folder / "clip.eyeglasses+1.mp4", tmp_path / "r.html")
+    assert "Other attributes that moved most" in report.read_text()

@@ -304,6 +304,7 @@ def write_report(result: dict, original: Path, edited: Path, out_html: Path,
         f"{result['frames_sampled']} sampled frames (every {result['every']}) have the face in "
         "both clips.</p>",
         _summary_table(result),
+        _moved_table(result),
     ]
     if result["image_classifier"] is None:
         parts.append("<p class='note'>No image attribute classifier was given or found, so "
@@ -348,6 +349,18 @@ def _summary_table(result: dict) -> str:
         rows.append(f"<tr><th>{key}</th><td class='n'>{shown}</td>"
                     f"<td>{html.escape(_EXPLAIN[key])}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
+
+
+def _moved_table(result: dict, count: int = 6) -> str:
+    """The other attributes the edit moved most, signed: what it dragged along."""
+    moved = sorted(((a, c) for a, c in result["attribute_changes"].items()
+                    if a != result["attr"] and c is not None), key=lambda ac: -abs(ac[1]))
+    if not moved:
+        return ""
+    rows = "".join(f"<tr><th>{html.escape(a)}</th><td class='n'>{c:+.3f}</td></tr>"
+                   for a, c in moved[:count])
+    return (f"<h2>Other attributes that moved most</h2><p>Mean change of the image "
+            f"classifier's probability.</p><table>{rows}</table>")
 
 
 def _low_range(values: list[float | None]) -> tuple[float, float]:
