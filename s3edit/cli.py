@@ -182,8 +182,10 @@ def apply(
                                                 "input).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Folder for outputs of "
                        "several inputs; existing outputs are skipped.")] = None,
-    editor: Annotated[EditorName, typer.Option(help="How the identity code is moved (not used "
-                      "for expressions, which move the landmarks).")] = EditorName.linear,
+    editor: Annotated[EditorName, typer.Option(help="How the identity code is moved: s3 "
+                      "(S3Editor), linear (the attribute direction) or lt (Latent "
+                      "Transformer). Not used for expressions, which move the landmarks.")]
+    = EditorName.s3,
     steps: Annotated[int, typer.Option(min=1, max=1000, help="DDIM steps for inversion and "
                                        "decoding.")] = DEFAULT_STEPS,
     refine: Annotated[int, typer.Option(min=0, max=20, help=REFINE_HELP)] = DEFAULT_REFINE,
@@ -339,7 +341,7 @@ def preview(
     scale: Annotated[float, typer.Option("--scale", "-s", help="Edit strength.")] = 0.5,
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.")]
     = Path("preview.png"),
-    editor: Annotated[EditorName, typer.Option()] = EditorName.linear,
+    editor: Annotated[EditorName, typer.Option(help="As in apply.")] = EditorName.s3,
     steps: Annotated[int, typer.Option(min=1, max=1000)] = DEFAULT_STEPS,
     refine: Annotated[int, typer.Option(min=0, max=20, help=REFINE_HELP)] = DEFAULT_REFINE,
     device: Annotated[Device, typer.Option()] = Device.auto,
