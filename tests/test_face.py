@@ -16,7 +16,7 @@ from helpers import psnr, real_mesh, smooth_image
 from s3edit.errors import NoFaceError, S3EditError
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords, uncrop
 from s3edit.face.landmarks import Face, FaceDetector, landmarks68
-from s3edit.face.mask import face_mask, hair_attribute, region_mask
+from s3edit.face.mask import FACE_OVAL, face_mask, face_size, hair_attribute, region_mask
 from s3edit.face.paste import paste_back
 from s3edit.face.track import FaceTracker
 
@@ -180,6 +180,23 @@ def test_face_and_hair_masks(turn: int):
     assert (face_m[np.hypot(x - mesh[1, 0], y - mesh[1, 1]) > height] == 0).all()
     assert at(hair_m, above) == 1 and at(face_m, above) < 0.5
     assert (hair_m >= face_m).all() and hair_m.sum() > 1.3 * face_m.sum()
+
+
+def test_face_mask_fades_inside_the_oval():
+    """The paste mask's fade lies on the face, so a colour shift of the decoded crop does not
+    spill onto the background; a grown mask (positive dilate) still reaches past it."""
+    mesh = real_mesh(0.8, (260, 260))
+    shape = (520, 520)
+    oval = np.zeros(shape, np.uint8)
+    cv2.fillPoly(oval, [np.round(mesh[FACE_OVAL]).astype(np.int32)], 1)
+    reach = 2 * round(0.06 * face_size(mesh)) + 1  # one feather past the oval
+    grown = cv2.dilate(oval, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach)))
+    default = face_mask(mesh, shape)
+    assert default[oval == 0].sum() < 0.03 * default.sum()
+    assert default[grown == 0].max() < 0.02
+    wide = face_mask(mesh, shape, dilate=0.06, feather=0.08)
+    assert wide[oval == 0].sum() > 0.1 * wide.sum()
+    assert (wide >= default).all()
 
 
 def test_region_masks():

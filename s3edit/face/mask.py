@@ -6,7 +6,7 @@ in the face's own frame (it turns with the head): a half ellipse above the brow 
 0.7 face heights up and 0.25 face widths past the oval on each side, with straight sides that
 come down to the nose tip. Limits: it does not know the real hairline, so long hair below the
 nose, a tall hairdo or a hat brim beyond that shape stays out of the mask, and background beside
-the head falls in it (harmless when pasting back the change only, see `paste.py`).
+the head falls in it, where a hair edit's change to the decoded crop is pasted too.
 
 Sizes scale with the face size, taken as the square root of the oval's area: unlike a bounding
 box it does not change with roll, and it shrinks less than the eye distance when the head turns.
@@ -52,12 +52,15 @@ def face_size(mesh: np.ndarray) -> float:
 
 
 def face_mask(mesh: np.ndarray, shape: tuple[int, int], *, attr: str | None = None,
-              dilate: float = 0.06, feather: float = 0.08) -> np.ndarray:
+              dilate: float = -0.08, feather: float = 0.06) -> np.ndarray:
     """Soft (h, w) float32 mask in [0, 1] of the face, plus the hair for hair attributes.
 
-    The polygon is grown by `dilate` and blurred by a Gaussian of sigma `feather` (both times
-    the face size); values under 1/255 become 0 and over 1 - 1/255 become 1, so the mask has a
-    crisp support and a solid inside.
+    The polygon is grown by `dilate` (negative shrinks it) and blurred by a Gaussian of sigma
+    `feather`, both times the face size; values under 1/255 become 0 and over 1 - 1/255 become
+    1, so the mask has a crisp support and a solid inside. By default the fade lies inside the
+    face: at the oval the mask is down to 0.09 and one feather beyond it to 0.01. An identity
+    edit shifts the colour of the whole decoded crop, background included, and a fade reaching
+    outwards carried that shift onto the background as a glow around the head.
     """
     polygons = [mesh[FACE_OVAL]]
     if hair_attribute(attr):
@@ -135,11 +138,13 @@ def _soft_mask(polygons: list[np.ndarray], shape: tuple[int, int], grow: float, 
     for poly in polygons:
         fixed = np.round((poly - [x0, y0]) * (1 << shift)).astype(np.int32)
         cv2.fillPoly(roi, [fixed], 255, lineType=cv2.LINE_AA, shift=shift)
-    if grow > 0:
-        # Everything within `grow` px of the filled area, with a one-pixel ramp at the edge.
-        outside = cv2.distanceTransform((roi < 128).astype(np.uint8), cv2.DIST_L2,
-                                        cv2.DIST_MASK_PRECISE)
-        soft = np.clip(grow + 0.5 - outside, 0, 1)
+    if grow:
+        # Everything within `grow` px of the filled area (negative: `-grow` px inside its edge),
+        # from the signed distance to the edge, with a one-pixel ramp.
+        filled = (roi >= 128).astype(np.uint8)
+        outside = cv2.distanceTransform(1 - filled, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        inside = cv2.distanceTransform(filled, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        soft = np.clip(grow + 0.5 - outside + inside, 0, 1)
     else:
         soft = roi.astype(np.float32) / 255
     if sigma > 0:
