@@ -359,7 +359,7 @@ def _moved_table(result: dict, count: int = 6) -> str:
         return ""
     rows = "".join(f"<tr><th>{html.escape(a)}</th><td class='n'>{c:+.3f}</td></tr>"
                    for a, c in moved[:count])
-    return (f"<h2>Other attributes that moved most</h2><p>Mean change of the image "
+    return ("<h2>Other attributes that moved most</h2><p>Mean change of the image "
             f"classifier's probability.</p><table>{rows}</table>")
 
 
