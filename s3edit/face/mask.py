@@ -139,12 +139,15 @@ def _soft_mask(polygons: list[np.ndarray], shape: tuple[int, int], grow: float, 
         fixed = np.round((poly - [x0, y0]) * (1 << shift)).astype(np.int32)
         cv2.fillPoly(roi, [fixed], 255, lineType=cv2.LINE_AA, shift=shift)
     if grow:
-        # Everything within `grow` px of the filled area (negative: `-grow` px inside its edge),
-        # from the signed distance to the edge, with a one-pixel ramp.
+        # Everything within `grow` px of the filled area (negative: more than `-grow` px inside
+        # its edge), with a one-pixel ramp; one distance transform, from the side that matters.
         filled = (roi >= 128).astype(np.uint8)
-        outside = cv2.distanceTransform(1 - filled, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        inside = cv2.distanceTransform(filled, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        soft = np.clip(grow + 0.5 - outside + inside, 0, 1)
+        if grow > 0:
+            outside = cv2.distanceTransform(1 - filled, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            soft = np.clip(grow + 0.5 - outside, 0, 1)
+        else:
+            inside = cv2.distanceTransform(filled, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            soft = np.clip(grow + 0.5 + inside, 0, 1)
     else:
         soft = roi.astype(np.float32) / 255
     if sigma > 0:

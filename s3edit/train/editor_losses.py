@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 
 def label_correlation(labels: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation (A, A) of binary labels (N, A); constant columns correlate 0."""
+    """Pearson correlation (A, A) of labels (N, A), binary or probabilities; constant columns
+    correlate 0."""
     x = labels.float() - labels.float().mean(0)
     std = x.pow(2).sum(0).sqrt()
     corr = (x.T @ x) / (std[:, None] * std[None, :])
