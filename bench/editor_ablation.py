@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from common import default_data_dir, resolve_video
 
+from s3edit.cli import load_models
 from s3edit.edit.base import Editor
 from s3edit.edit.classifier import LatentAttributeClassifier
 from s3edit.edit.linear import LinearEditor
@@ -46,15 +47,16 @@ from s3edit.edit.lt import LatentTransformer, LatentTransformerEditor
 from s3edit.edit.s3 import S3Editor, S3Transform
 from s3edit.face.identity import IdentityEncoder
 from s3edit.metrics.evaluate import evaluate_pair
-from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codec import DiffusionCodec
 from s3edit.pipeline import EditOptions, Pipeline, analyse_clip
 from s3edit.video import VideoWriter, probe
-from s3edit.weights import autoencoder_dir, default_weights_dir
+from s3edit.weights import default_weights_dir
 
 CLIPS = ("videoretalking/examples/face/1.mp4", "dpe/data/s.mp4", "pcavs/Input/00002.mp4",
          "megaportrait_vox/junk/-1eKufUP5XQ_4.mp4", "liveportrait/driving/d0.mp4")
-METRICS = ("identity", "tl_id", "tg_id", "target_change", "off_target_change", "locality")
+# The metrics compared at equal target change, then the target's probabilities.
+COMPARED = ("identity", "tl_id", "tg_id", "target_change", "off_target_change", "locality")
+METRICS = (*COMPARED, "target_before", "target_after", "success_rate")
 
 
 class InvertOnce:
@@ -63,6 +65,7 @@ class InvertOnce:
 
     def __init__(self, codec: DiffusionCodec):
         self.codec, self.resolution = codec, codec.resolution
+        self.attributes = codec.attributes
         self.cache: dict[str, torch.Tensor] = {}
 
     def _memo(self, fn, *tensors: torch.Tensor) -> torch.Tensor:
@@ -75,8 +78,24 @@ class InvertOnce:
     def encode(self, crops, identity, landmarks):
         return self._memo(self.codec.encode, crops, identity, landmarks)
 
-    def decode(self, latents, identity, landmarks):
+    def decode(self, latents, identity, landmarks, reference=None):
+        if reference is not None and self.codec.guidance != 1:
+            return self._memo(lambda *t: self.codec.decode(*t[:3], reference=t[3:]), latents,
+                              identity, landmarks, *reference)
         return self._memo(self.codec.decode, latents, identity, landmarks)
+
+
+def success(result: dict, scale: float) -> dict:
+    """The target's mean probability before and after, and the share of frames where the edit
+    succeeds: from under 0.1 to over 0.7 when adding (scale > 0), from over 0.5 to under 0.3
+    when removing, among the frames where the original qualifies (None where none does)."""
+    before = np.array([np.nan if v is None else v for v in result["per_frame"]["target_original"]])
+    after = np.array([np.nan if v is None else v for v in result["per_frame"]["target_edited"]])
+    qualifies = before < 0.1 if scale > 0 else before > 0.5
+    done = after > 0.7 if scale > 0 else after < 0.3
+    rate = float(done[qualifies].mean()) if qualifies.any() else None
+    return {"target_before": float(np.nanmean(before)), "target_after": float(np.nanmean(after)),
+            "success_rate": rate}
 
 
 def load_editor_spec(spec: str, weights: Path) -> tuple[str, Editor]:
@@ -128,12 +147,12 @@ def at_equal_target(rows: list[dict], reference: str) -> str:
     lies outside the range an editor's scales cover."""
     curves: dict[tuple[str, str], list[tuple[float, dict]]] = {}
     for (attr, editor, _), group in _groups(rows, ("attr", "editor", "scale")).items():
-        means = {m: float(np.mean([r[m] for r in group])) for m in METRICS}
+        means = {m: float(np.mean([r[m] for r in group])) for m in COMPARED}
         curves.setdefault((attr, editor), []).append((means["target_change"], means))
     for points in curves.values():
         points.sort(key=lambda p: p[0])
     editors = list(dict.fromkeys(r["editor"] for r in rows))
-    metrics = [m for m in METRICS if m != "target_change"]
+    metrics = [m for m in COMPARED if m != "target_change"]
     lines = ["| attr | target change | editor | " + " | ".join(metrics) + " |",
              "|" + "---|" * (len(metrics) + 3)]
     for attr in sorted({r["attr"] for r in rows}):
@@ -165,6 +184,7 @@ def main() -> None:
     p.add_argument("--every", type=int, default=2, help="measure every N-th frame")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--refine", type=int, default=3)
+    p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--weights", type=Path, default=default_weights_dir())
     p.add_argument("--expressions", action="store_true",
                    help="edit expression attributes through the landmark codes, as apply does")
@@ -176,7 +196,8 @@ def main() -> None:
     done = {(r["clip"], r["attr"], r["editor"], r["scale"]) for r in rows}
 
     editors = [load_editor_spec(s, args.weights) for s in args.editors or ["linear", "lt", "s3"]]
-    model = DiffusionFaceAutoencoder.from_pretrained(autoencoder_dir(args.weights))
+    shared_codec, _, _ = load_models(args.weights, "cpu", args.steps, args.refine, False,
+                                     "linear", args.guidance)
     expressions = load_expressions(args.weights) if args.expressions else None
     encoder = IdentityEncoder()
     for clip_name in args.clips:
@@ -186,9 +207,10 @@ def main() -> None:
         src = args.out / (clip_name.replace("/", "_"))
         cut(resolve_video(clip_name, args.data), args.frames, src)
         info = probe(src)
-        codec = InvertOnce(DiffusionCodec(model, args.steps, args.refine))
+        codec = InvertOnce(shared_codec)
         start = time.perf_counter()
-        clip = analyse_clip(info, EditOptions("Eyeglasses", 0), encoder)
+        clip = analyse_clip(info, EditOptions("Eyeglasses", 0), encoder,
+                            attributes=codec.attributes)
         # A scale-0 render fills the codec's cache: tracking, inversion and reconstruction are
         # then timed once per clip, apart from each editor's own work.
         Pipeline(codec, editors[0][1], EditOptions("Eyeglasses", 0)).render(
@@ -208,6 +230,7 @@ def main() -> None:
                 row = {"clip": clip_name, "attr": attr, "editor": label, "scale": scale,
                        "frames": info.frame_count, "edit_seconds": round(edit_seconds, 2),
                        "shared_seconds": round(shared_seconds, 2),
+                       **success(result, scale),
                        **{k: result[k] for k in (*METRICS, "pixel_change", "attribute_changes")}}
                 rows.append(row)
                 with rows_file.open("a") as f:

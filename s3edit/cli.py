@@ -44,6 +44,10 @@ DEFAULT_STEPS = 10
 DEFAULT_REFINE = 3
 REFINE_HELP = ("Fixed-point iterations per inversion step: each costs one network pass a step "
                "and brings the reconstruction closer to exact (0: plain DDIM inversion).")
+DEFAULT_GUIDANCE = 1.0
+GUIDANCE_HELP = ("Edit guidance: each decoding step moves this many times as far as the edited "
+                 "code asks from where the unedited code goes (1: none; above 1 costs a second "
+                 "network pass a step).")
 
 
 class Blend(str, Enum):
@@ -189,6 +193,8 @@ def apply(
     steps: Annotated[int, typer.Option(min=1, max=1000, help="DDIM steps for inversion and "
                                        "decoding.")] = DEFAULT_STEPS,
     refine: Annotated[int, typer.Option(min=0, max=20, help=REFINE_HELP)] = DEFAULT_REFINE,
+    guidance: Annotated[float, typer.Option(min=0, max=20, help=GUIDANCE_HELP)]
+    = DEFAULT_GUIDANCE,
     blend: Annotated[Blend, typer.Option(help="residual: add the edit's change onto the "
                      "original face (keeps detail); plain: paste the decoded face.")]
     = Blend.residual,
@@ -253,7 +259,7 @@ def apply(
 
     if runnable:
         codes += run_jobs(runnable, as_json, quiet, verbose, weights=weights, device=device.value,
-                          steps=steps, refine=refine, no_model=no_model,
+                          steps=steps, refine=refine, guidance=guidance, no_model=no_model,
                           editor=editor.value, seed=seed,
                           attr=attr, scale=scale, blend=blend.value, face_index=face_index,
                           batch_size=batch_size, crf=crf, codec=codec, audio=not no_audio,
@@ -264,8 +270,8 @@ def apply(
 
 
 def run_jobs(jobs: list[tuple[Path, Path]], as_json: bool, quiet: bool, verbose: bool, *,
-             weights: Path | None, device: str, steps: int, refine: int, no_model: bool,
-             editor: str, seed: int, **options) -> list[int]:
+             weights: Path | None, device: str, steps: int, refine: int, guidance: float,
+             no_model: bool, editor: str, seed: int, **options) -> list[int]:
     """Load the models once and edit each input; a failing input does not stop the others."""
     import torch
 
@@ -275,9 +281,10 @@ def run_jobs(jobs: list[tuple[Path, Path]], as_json: bool, quiet: bool, verbose:
     torch.manual_seed(seed)
     try:
         codec_, editor_, expressions = load_models(weights, device, steps, refine, no_model,
-                                                   editor)
+                                                   editor, guidance)
         # Fails fast, saying why, when the edit needs an editor without weights.
-        edit_codes(editor_, expressions, torch.zeros(128), options["attr"], options["scale"])
+        edit_codes(editor_, expressions, torch.zeros(code_dim(codec_)), options["attr"],
+                   options["scale"])
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
     codes = []
@@ -310,27 +317,51 @@ def emit(record: dict, as_json: bool) -> None:
 
 
 def load_models(weights: Path | None, device: str, steps: int, refine: int, no_model: bool,
-                editor: str):
+                editor: str, guidance: float = 1.0):
     """The codec, the identity editor and the expression directions a run uses, from the
     weights folder."""
     from s3edit.edit.loading import load_editor, load_expressions
     from s3edit.model.autoencoder import DiffusionFaceAutoencoder
     from s3edit.model.codec import DiffusionCodec, PassThroughCodec
-    from s3edit.weights import autoencoder_dir, default_weights_dir, resolve_device
+    from s3edit.weights import (
+        attribute_encoder_dir,
+        autoencoder_attribute_dim,
+        autoencoder_dir,
+        default_weights_dir,
+        resolve_device,
+    )
 
     folder = weights or default_weights_dir()
     if weights is not None and not weights.is_dir():
         raise S3EditError(f"weights folder {weights} does not exist")
     if no_model:
-        return PassThroughCodec(), load_editor(folder, editor), load_expressions(folder)
+        return (PassThroughCodec(attribute_dim=autoencoder_attribute_dim(folder)),
+                load_editor(folder, editor), load_expressions(folder))
     model_dir = autoencoder_dir(folder)
     if model_dir is None:
         raise S3EditError(f"no autoencoder in {folder} (expected {folder}/autoencoder/"
                           "config.json); train one with `s3edit train autoencoder` or use "
                           "--no-model")
     model = DiffusionFaceAutoencoder.from_pretrained(model_dir)
-    codec_ = DiffusionCodec(model, steps, refine, resolve_device(device))
+    encoder = None
+    if model.config.attribute_dim:
+        from s3edit.face.attributes import AttributeEncoder
+
+        encoder_dir = attribute_encoder_dir(folder)
+        if encoder_dir is None:
+            raise S3EditError(f"the autoencoder in {model_dir} reads attributes, but there is "
+                              f"no {folder}/attribute_encoder/config.json; train one with "
+                              "`s3edit train attribute-encoder`")
+        encoder = AttributeEncoder.from_pretrained(encoder_dir)
+    codec_ = DiffusionCodec(model, steps, refine, resolve_device(device), encoder, guidance)
     return codec_, load_editor(folder, editor), load_expressions(folder)
+
+
+def code_dim(codec_) -> int:
+    """Length of the clip code the codec decodes from: identity, then any attributes."""
+    from s3edit.model.codes import ATTRIBUTE_DIM, IDENTITY_DIM
+
+    return IDENTITY_DIM + (ATTRIBUTE_DIM if codec_.attributes is not None else 0)
 
 
 @app.command()
@@ -344,6 +375,8 @@ def preview(
     editor: Annotated[EditorName, typer.Option(help="As in apply.")] = EditorName.s3,
     steps: Annotated[int, typer.Option(min=1, max=1000)] = DEFAULT_STEPS,
     refine: Annotated[int, typer.Option(min=0, max=20, help=REFINE_HELP)] = DEFAULT_REFINE,
+    guidance: Annotated[float, typer.Option(min=0, max=20, help=GUIDANCE_HELP)]
+    = DEFAULT_GUIDANCE,
     device: Annotated[Device, typer.Option()] = Device.auto,
     weights: Annotated[Path | None, typer.Option()] = None,
     no_model: Annotated[bool, typer.Option("--no-model")] = False,
@@ -365,7 +398,7 @@ def preview(
         if not output.parent.is_dir():
             raise S3EditError(f"output folder {output.parent} does not exist")
         codec_, editor_, expressions = load_models(weights, device.value, steps, refine,
-                                                   no_model, editor.value)
+                                                   no_model, editor.value, guidance)
         render_preview(input_path, frame, attr, scale, codec_, editor_, output, expressions)
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
@@ -457,10 +490,21 @@ def train_autoencoder_cmd(
         help="plain: MSE of the UNet's output. truncated-snr: x0 error weighted max(SNR, 1), "
         "which stresses the high-noise steps where only the codes tell faces apart.")]
     = LossWeighting.plain,
+    attributes: Annotated[bool, typer.Option(
+        "--attributes/--no-attributes", help="Put the 40 CelebA labels in the clip code, for a "
+        "fresh run (then apply needs weights/attribute_encoder/ to measure them).")] = True,
+    oversample: Annotated[list[str] | None, typer.Option(
+        help="Attribute whose images are drawn at least --oversample-share of the time "
+        "(repeatable; default Eyeglasses).")] = None,
+    oversample_share: Annotated[float, typer.Option(min=0, max=1)] = 0.2,
+    bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (1.5x on CPUs "
+                                       "with AVX512-BF16).")] = True,
     holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
     = 2000,
     limit: Annotated[int | None, typer.Option(help="Train on the first N images only.")]
     = None,
+    max_minutes: Annotated[float | None, typer.Option(
+        min=0, help="Stop (with a checkpoint) after this many minutes.")] = None,
     save_every: Annotated[int, typer.Option(min=1)] = 250,
     sample_every: Annotated[int, typer.Option(min=1)] = 1000,
     device: Annotated[Device, typer.Option()] = Device.auto,
@@ -471,20 +515,57 @@ def train_autoencoder_cmd(
 
     Multi-GPU: accelerate launch -m s3edit train autoencoder --data ... --out ...
     """
+    from s3edit.edit.attributes import resolve_attribute
     from s3edit.train.autoencoder import AutoencoderTrainConfig, train_autoencoder
 
-    cfg = AutoencoderTrainConfig(data=data, out=out, resolution=resolution, steps=steps,
-                                 batch_size=batch_size, lr=lr, fusion_lr_scale=fusion_lr_scale,
-                                 reg_weight=reg_weight, prediction_type=prediction.value,
-                                 template_resolution=template_resolution,
-                                 loss_weighting=loss_weighting.value,
-                                 holdout=holdout, limit=limit,
-                                 save_every=save_every, sample_every=sample_every,
-                                 seed=seed, device=device.value)
     try:
+        cfg = AutoencoderTrainConfig(data=data, out=out, resolution=resolution, steps=steps,
+                                     batch_size=batch_size, lr=lr, fusion_lr_scale=fusion_lr_scale,
+                                     reg_weight=reg_weight, prediction_type=prediction.value,
+                                     template_resolution=template_resolution,
+                                     loss_weighting=loss_weighting.value,
+                                     attribute_code=attributes, bf16=bf16,
+                                     oversample=tuple(resolve_attribute(a) for a in
+                                                      oversample or ["Eyeglasses"]),
+                                     oversample_share=oversample_share,
+                                     holdout=holdout, limit=limit, max_minutes=max_minutes,
+                                     save_every=save_every, sample_every=sample_every,
+                                     seed=seed, device=device.value)
         if not data.is_dir():
             raise UsageError(f"--data {data}: no such folder")
         typer.echo(train_autoencoder(cfg, progress=stderr.is_terminal))
+    except (Exception, KeyboardInterrupt) as error:
+        raise typer.Exit(fail(error, verbose)) from None
+
+
+@train_app.command("attribute-encoder")
+def train_attribute_encoder_cmd(
+    data: Annotated[Path, typer.Option(help="CelebAMask-HQ-style folder (images, labels).")],
+    out: Annotated[Path, typer.Option(help="Output folder: weights, metrics.json, log.")],
+    steps: Annotated[int, typer.Option(min=1)] = 3000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option()] = 2e-3,
+    available_only: Annotated[bool, typer.Option(
+        "--available-only", help="Train on the cache shards already built instead of "
+        "building the missing ones.")] = False,
+    device: Annotated[Device, typer.Option()] = Device.auto,
+    seed: Annotated[int, typer.Option()] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train the image attribute encoder whose 40 codes condition the autoencoder (images
+    7000-27999; a different network and split from the evaluation classifier)."""
+    from s3edit.train.attribute_encoder import (
+        AttributeEncoderTrainConfig,
+        train_attribute_encoder,
+    )
+
+    cfg = AttributeEncoderTrainConfig(data=data, out=out, steps=steps, batch_size=batch_size,
+                                      lr=lr, available_only=available_only, seed=seed,
+                                      device=device.value)
+    try:
+        if not data.is_dir():
+            raise UsageError(f"--data {data}: no such folder")
+        typer.echo(train_attribute_encoder(cfg, progress=stderr.is_terminal))
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
 
@@ -518,9 +599,14 @@ def train_editor_cmd(
     holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
     = 2000,
     limit: Annotated[int | None, typer.Option(help="Use the first N images only.")] = None,
+    attribute_encoder: Annotated[Path | None, typer.Option(help="An image attribute encoder's "
+                                 "folder (`s3edit train attribute-encoder`): the editors then "
+                                 "move clip codes of 168 values, the identity code and its 40 "
+                                 "attribute values of each face. Default: the 128-d identity "
+                                 "codes alone.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Train the attribute editors on identity codes of faces.
+    """Train the attribute editors on clip codes of faces.
 
     linear: class-balanced logistic regressions of the 40 attributes (their directions are the
     edit). lt: Latent Transformer heads. s3: S3Editor transforms (self-trained, routed by
@@ -535,20 +621,31 @@ def train_editor_cmd(
         sources = editor_data(data)
         held_out = [resolve_attribute(a) for a in holdout_attrs or []]
         progress = stderr.is_terminal
+        encoder = None
+        if attribute_encoder is not None:
+            from s3edit.face.attributes import AttributeEncoder
+            from s3edit.weights import resolve_device
+
+            if not (attribute_encoder / "config.json").is_file():
+                raise UsageError(f"--attribute-encoder {attribute_encoder}: no config.json "
+                                 "there (train one with `s3edit train attribute-encoder`)")
+            encoder = AttributeEncoder.from_pretrained(attribute_encoder).to(
+                resolve_device("auto")).eval()
         if classifier is None:
-            classifier = train_classifier(sources.faces, out, holdout, limit)
+            classifier = train_classifier(sources.faces, out, holdout, limit,
+                                          attribute_encoder=encoder)
             typer.echo(classifier)
             typer.echo(train_expression(sources.faces, out, holdout, limit))
         if editor is EditorName.lt:
             typer.echo(train_lt(sources.faces, out, classifier, steps=steps, limit=limit,
-                                holdout=holdout, progress=progress))
+                                holdout=holdout, progress=progress, attribute_encoder=encoder))
         elif editor is EditorName.s3:
             videos = sources.videos[0] if sources.videos else None
             typer.echo(train_s3(sources.faces, out, classifier, clusters=clusters,
                                 sparsity=sparsity, self_training=self_training,
                                 holdout_attrs=held_out, faith_correlation=faith_correlation,
                                 videos=videos, steps=steps, limit=limit, holdout=holdout,
-                                progress=progress))
+                                progress=progress, attribute_encoder=encoder))
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
 
@@ -588,6 +685,8 @@ def train_default(
                     "editor`): `s3edit train --data voxceleb` trains the S3Editor transforms.")]
     = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/editors"),
+    attribute_encoder: Annotated[Path | None, typer.Option(help="As in `train editor`.")]
+    = None,
 ) -> None:
     """Train the autoencoder and the attribute editors."""
     if ctx.invoked_subcommand is not None:
@@ -598,7 +697,8 @@ def train_default(
     train_editor_cmd(data=data, out=out, editor=EditorName.s3, classifier=None, clusters=5,
                      sparsity=0.1, self_training=True, holdout_attrs=None,
                      faith_correlation=False, steps=1500,
-                     holdout=2000, limit=None, verbose=False)
+                     holdout=2000, limit=None, attribute_encoder=attribute_encoder,
+                     verbose=False)
 
 
 @app.command("eval")

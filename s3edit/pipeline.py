@@ -1,10 +1,11 @@
 """The one place that knows the order of the stages.
 
 Pass 1 streams the video through the face detector and tracker (landmarks only are kept) and
-embeds the identity on a few evenly spread frames. The edit then changes the clip's identity
-code once (an expression instead adds one offset to every frame's landmark code). Pass 2
-streams the video again: aligned crops go through the model in batches, are pasted back through
-the soft face mask, and the frames go straight to the encoder.
+embeds the identity, and with a model that reads them the attributes, on a few evenly spread
+frames. The edit then changes the clip code once (an expression instead adds one offset to
+every frame's landmark code). Pass 2 streams the video again: aligned crops go through the
+model in batches, are pasted back through the soft face mask, and the frames go straight to
+the encoder.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import torch
 
 from s3edit.edit.base import Editor
 from s3edit.edit.expression import CodeEdit, ExpressionDirections, edit_codes
-from s3edit.face.align import align_crop, to_crop_coords
+from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector, landmarks68
 from s3edit.face.mask import face_mask
 from s3edit.face.paste import paste_back
 from s3edit.face.track import FaceTrack, FaceTracker
 from s3edit.model.codec import FaceCodec
-from s3edit.model.codes import identity_code, landmark_code
+from s3edit.model.codes import clip_code, identity_code, landmark_code
 from s3edit.video import VideoInfo, VideoWriter, probe, read_frames
 
 # Stage name, total units -> a function that advances that stage by n units.
@@ -72,33 +73,53 @@ class EditResult:
 
 @dataclass
 class ClipAnalysis:
-    """Everything pass 1 learns: the tracked face and the clip's identity code."""
+    """Everything pass 1 learns: the tracked face and the clip code."""
 
     track: FaceTrack
-    identity: torch.Tensor  # (128,) L2-normalised mean over sampled frames
+    # (128,) L2-normalised mean identity over sampled frames, then (with a model that reads
+    # them) the mean of their 40 attribute values
+    clip_code: torch.Tensor
+
+
+# Side of the crops the attribute encoder sees in pass 1 (that of the training cache).
+ATTRIBUTE_CROP = 128
 
 
 def analyse_clip(info: VideoInfo, opts: EditOptions, identity_encoder: IdentityEncoder,
-                 progress: ProgressHook = no_progress) -> ClipAnalysis:
-    """Pass 1: track one face through the clip and average its identity embedding."""
+                 progress: ProgressHook = no_progress,
+                 attributes: Callable[[torch.Tensor], torch.Tensor | None] | None = None
+                 ) -> ClipAnalysis:
+    """Pass 1: track one face through the clip and average its identity embedding and, when
+    `attributes` is given (aligned crops in [-1, 1] -> (N, 40) values), its attributes."""
     stride = max(1, info.frame_count // opts.identity_frames)
     tracker = FaceTracker(face_index=opts.face_index)
-    embeddings = []
+    embeddings, crops = [], []
+
+    def sample(frame: np.ndarray, lm68: np.ndarray) -> None:
+        embeddings.append(identity_encoder([frame], [lm68])[0])
+        if attributes is not None:
+            crops.append(align_crop(frame, square_from_landmarks(lm68), ATTRIBUTE_CROP))
+
     advance = progress("tracking face", info.frame_count)
     with FaceDetector(video=True) as detect:
         for t, frame in enumerate(read_frames(info)):
             face = tracker.update(detect(frame))
             if face is not None and t % stride == 0:
-                embeddings.append(identity_encoder([frame], [face.lm68])[0])
+                sample(frame, face.lm68)
             advance(1)
     track = tracker.finish(max_gap=opts.max_gap, sigma_centre=opts.sigma_centre,
                            sigma_xy=opts.sigma_xy)
     if not embeddings:  # the face showed only between the sampled frames: use its first frame
         first = int(np.flatnonzero(track.valid)[0])
         frame = next(f for t, f in enumerate(read_frames(info)) if t == first)
-        embeddings = [identity_encoder([frame], [landmarks68(track.mesh[first])])[0]]
+        sample(frame, landmarks68(track.mesh[first]))
     mean = identity_code(torch.from_numpy(np.asarray(embeddings))).mean(0)
-    return ClipAnalysis(track=track, identity=identity_code(mean))
+    values = None
+    if attributes is not None:
+        values = attributes(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
+                            / 127.5 - 1)
+    return ClipAnalysis(track=track,
+                        clip_code=clip_code(mean, None if values is None else values.mean(0)))
 
 
 class Pipeline:
@@ -119,12 +140,13 @@ class Pipeline:
         return self._identity_encoder
 
     def analyse(self, info: VideoInfo) -> ClipAnalysis:
-        return analyse_clip(info, self.options, self.identity_encoder, self.progress)
+        return analyse_clip(info, self.options, self.identity_encoder, self.progress,
+                            self.codec.attributes)
 
     def render(self, info: VideoInfo, clip: ClipAnalysis, writer: VideoWriter) -> None:
         """Pass 2: edit every tracked frame and write the video."""
         opts = self.options
-        edit = edit_codes(self.editor, self.expressions, clip.identity, opts.attr, opts.scale)
+        edit = edit_codes(self.editor, self.expressions, clip.clip_code, opts.attr, opts.scale)
         advance = self.progress("editing frames", info.frame_count)
         pending: list[tuple[int, np.ndarray]] = []
         with writer:
@@ -148,12 +170,13 @@ class Pipeline:
                            for t, _ in todo]) / size
             landmarks = landmark_code(torch.from_numpy(lm))
             x0 = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
-            latents = self.codec.encode(x0, clip.identity, landmarks)
-            out = to_uint8(self.codec.decode(latents, edit.identity, edit.landmarks(landmarks)))
+            latents = self.codec.encode(x0, clip.clip_code, landmarks)
+            out = to_uint8(self.codec.decode(latents, edit.identity, edit.landmarks(landmarks),
+                                             reference=(clip.clip_code, landmarks)))
             recon = None
             if self.options.blend == "residual":
-                recon = to_uint8(self.codec.decode(latents, clip.identity, landmarks)) \
-                    if edit.changes(clip.identity) else out
+                recon = to_uint8(self.codec.decode(latents, clip.clip_code, landmarks)) \
+                    if edit.changes(clip.clip_code) else out
             for i, (t, frame) in enumerate(todo):
                 mask = face_mask(track.mesh[t], frame.shape[:2], attr=self.options.attr)
                 edited[t] = paste_back(frame, out[i], track.squares[t], mask,

@@ -54,6 +54,19 @@ def autoencoder_dir(weights_dir: Path) -> Path | None:
     return folder if (folder / "config.json").exists() else None
 
 
+def autoencoder_attribute_dim(weights_dir: Path) -> int:
+    """How many attribute values the autoencoder's clip code holds (0 without one)."""
+    folder = autoencoder_dir(weights_dir)
+    if folder is None:
+        return 0
+    return json.loads((folder / "config.json").read_text()).get("attribute_dim", 0)
+
+
+def attribute_encoder_dir(weights_dir: Path) -> Path | None:
+    folder = weights_dir / "attribute_encoder"
+    return folder if (folder / "config.json").exists() else None
+
+
 def publish(source: Path, weights_dir: Path, name: str, *, command: str, data: str,
             quality: dict, notes: str = "") -> None:
     """Copy a trained folder into weights_dir/name and record it in the manifest.

@@ -9,6 +9,8 @@ from the same point rather than from scratch:
                             the noise; the high-noise steps relearn)
   --template-resolution R   a code template (see DiffusionFaceAutoencoder): the UNet's new input
                             channels start at zero and the template as the ridge fit on the codes
+  --attributes              the 40 CelebA labels join the clip code: their fusion weights start
+                            at zero and the template is refitted with them
 The step count is kept, so `s3edit train autoencoder --out` on the new folder goes on from it;
 the optimizer state is not (it belongs to the old parameters) and the EMA restarts.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
+from s3edit.model.codes import ATTRIBUTE_DIM
 from s3edit.train.autoencoder import AutoencoderTrainConfig, load_face_sources
 from s3edit.train.upgrade import upgrade
 
@@ -35,15 +38,18 @@ def main() -> None:
     p.add_argument("--fresh-fusion", action="store_true")
     p.add_argument("--prediction", choices=["epsilon", "v_prediction"])
     p.add_argument("--template-resolution", type=int)
+    p.add_argument("--attributes", action="store_true")
     args = p.parse_args()
     if (args.out / "checkpoint").exists():
         raise SystemExit(f"{args.out / 'checkpoint'} exists; not overwriting it")
+    old = DiffusionFaceAutoencoder.from_pretrained(args.checkpoint / "model")
+    attribute_dim = ATTRIBUTE_DIM if args.attributes else old.config.get("attribute_dim", 0)
     train, _ = load_face_sources(AutoencoderTrainConfig(data=args.data, out=args.out,
-                                                        limit=args.limit))
+                                                        limit=args.limit), attribute_dim)
     torch.manual_seed(0)
     tmp = args.out / "checkpoint.tmp"
-    old = DiffusionFaceAutoencoder.from_pretrained(args.checkpoint / "model")
-    new = upgrade(old, args.fresh_fusion, args.prediction, args.template_resolution, train)
+    new = upgrade(old, args.fresh_fusion, args.prediction, args.template_resolution, train,
+                  attribute_dim)
     # The EMA restarts from the upgraded weights: an average across the change would mix two
     # conditionings (at decay 0.999, a third of it would still be the old one 1,000 steps on).
     for part in ("model", "ema"):

@@ -26,6 +26,7 @@ from s3edit.train.validate import (
     reconstruction_psnr,
     sample_grid,
 )
+from s3edit.weights import REPO_WEIGHTS
 
 
 def main() -> None:
@@ -42,14 +43,22 @@ def main() -> None:
                    help="fixed-point iterations per inversion step to compare")
     p.add_argument("--main-steps", type=int, default=10, help="apply's default --steps")
     p.add_argument("--main-refine", type=int, default=3, help="apply's default --refine")
+    p.add_argument("--attribute-encoder", type=Path, default=REPO_WEIGHTS / "attribute_encoder",
+                   help="for a model that reads attributes")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     model = DiffusionFaceAutoencoder.from_pretrained(args.model).eval()
     res = model.config.resolution
     _, held = load_face_sources(AutoencoderTrainConfig(data=args.data, out=args.out,
-                                                       resolution=res, limit=1))
-    clip = clip_crops(args.clip, res, args.clip_frames)
+                                                       resolution=res, limit=1),
+                                 model.config.attribute_dim)
+    attributes = None
+    if model.config.attribute_dim:  # the clip code then needs the clip's attributes measured
+        from s3edit.face.attributes import AttributeEncoder
+
+        attributes = AttributeEncoder.from_pretrained(args.attribute_encoder).eval().codes
+    clip = clip_crops(args.clip, res, args.clip_frames, attributes)
     report: dict = {"model": str(args.model), "resolution": res, "held_out": {}, "clip": {}}
     report["code_use"] = code_use(model, held)
     for t, use in report["code_use"].items():
@@ -61,9 +70,9 @@ def main() -> None:
             count = args.count if main else args.sweep_count
             frames = len(clip.images) if main else args.sweep_count
             start = time.perf_counter()
-            scores = reconstruction_psnr(model, held.images[:count], held.identity[:count],
+            scores = reconstruction_psnr(model, held.images[:count], held.clip_code[:count],
                                          held.landmarks[:count], steps, refine)
-            clip_scores = reconstruction_psnr(model, clip.images[:frames], clip.identity,
+            clip_scores = reconstruction_psnr(model, clip.images[:frames], clip.clip_code,
                                               clip.landmarks[:frames], steps, refine)
             key = f"{steps} steps, refine {refine}"
             report["held_out"][key] = {"images": len(scores), "psnr_mean": scores.mean().item(),
@@ -75,7 +84,7 @@ def main() -> None:
                   f"{len(scores)} crops), {args.clip.name} {clip_scores.mean():.2f} dB "
                   f"(min {clip_scores.min():.2f}, {len(clip_scores)} frames), "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
-    others = held.identity[torch.tensor([3, 11])]
+    others = held.clip_code[torch.tensor([3, 11])]
     identity_swap_strip(model, clip, others, args.main_steps, args.main_refine,
                         args.out / "identity-swap.png")
     sample_grid(model, held, args.main_steps, args.out / "samples.png")

@@ -67,6 +67,26 @@ def test_preview_shows_original_reconstruction_and_edit(run_s3edit, short_clip, 
     assert again.returncode != 0 and "exists" in again.stderr
 
 
+def test_guidance_scales_the_previewed_edit(run_s3edit, short_clip, tmp_path):
+    """Edit guidance decodes the edit further from the unedited face and leaves the
+    reconstruction alone."""
+    def panels(guidance: float) -> tuple[np.ndarray, np.ndarray]:
+        out = tmp_path / f"guidance {guidance}.png"
+        proc = run_s3edit("preview", short_clip, "--frame", "5", "--attr", "young", "--scale",
+                          "1", "--guidance", str(guidance), "--device", "cpu", "-o", out,
+                          timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        strip = cv2.imread(str(out)).astype(float)
+        return strip[40:, 256:512], strip[40:, 512:768]  # below the labels
+
+    recon, edit = panels(1)
+    recon_guided, edit_guided = panels(3)
+    np.testing.assert_allclose(recon_guided, recon, atol=1)
+    change, guided_change = np.abs(edit - recon).mean(), np.abs(edit_guided - recon).mean()
+    assert change > 0.5, "the edit must change the face for guidance to scale it"
+    assert guided_change > 1.5 * change
+
+
 def test_smiling_moves_the_landmarks_and_the_face_smiles(run_s3edit, short_clip, tmp_path):
     """An expression edit goes through the landmark codes (weights/editors/expression): the
     image classifier, which never saw the codes, sees the smile, and the person stays."""

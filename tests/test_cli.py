@@ -412,6 +412,43 @@ def test_help(s3edit_env: dict[str, str]) -> None:
             assert "apply" in proc.stdout and "Edit face attributes" in proc.stdout
 
 
+def test_help_lists_guidance_and_the_training_options(s3edit_env: dict[str, str]) -> None:
+    env = dict(s3edit_env, COLUMNS="200")  # rich cuts long option names at 80 columns
+
+    def help_of(*command: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "s3edit", *command, "--help"],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    for command in ("apply", "preview"):
+        assert "--guidance" in help_of(command)
+    text = help_of("train", "autoencoder")
+    for option in ("--attributes", "--no-attributes", "--oversample", "--oversample-share",
+                   "--bf16", "--fp32", "--max-minutes"):
+        assert option in text, option
+
+
+def test_training_with_attributes_needs_labels(run_s3edit, tmp_path: Path) -> None:
+    """`train autoencoder` reads the attributes by default: a folder of faces without the
+    CelebA annotation file is refused, saying why, before any preprocessing."""
+    import cv2
+    from helpers import smooth_image
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    cv2.imwrite(str(data / "0.jpg"), smooth_image(64, 64))
+    proc = run_s3edit("train", "autoencoder", "--data", data, "--out", tmp_path / "run",
+                      "--steps", "1", "--device", "cpu")
+    assert proc.returncode == 2
+    error_message(proc, "attribute labels")
+    proc = run_s3edit("train", "autoencoder", "--data", data, "--out", tmp_path / "run",
+                      "--oversample", "spectacles", "--device", "cpu")
+    assert proc.returncode == 2
+    error_message(proc, "unknown attribute 'spectacles'")
+    assert not (tmp_path / "run").exists()
+
+
 # --- Inputs that must work ----------------------------------------------------------------------
 #
 # One --out-dir run over a folder (with spaces and accents in its name) of awkward clips: one

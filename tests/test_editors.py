@@ -1,8 +1,10 @@
 """The Latent Transformer and S3Editor editors on synthetic codes: edits, routing, sparsity,
-save/load and losses; video codes on two tiny clips."""
+save/load and losses; the editors on 168-d clip codes; video codes on two tiny clips, clip
+codes of real faces with an attribute encoder."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,18 +13,28 @@ import torch.nn.functional as F
 
 from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.edit.classifier import LatentAttributeClassifier, fit_classifier
+from s3edit.edit.linear import LinearEditor
 from s3edit.edit.loading import load_editor
 from s3edit.edit.lt import LatentTransformerEditor
 from s3edit.edit.routing import kmeans, nearest_centroid, route_attributes
-from s3edit.edit.s3 import S3Editor, S3Transform
+from s3edit.edit.s3 import S3Editor, S3Transform, slide
 from s3edit.edit.sparsity import GroupSparseOptimizer
+from s3edit.errors import UsageError
+from s3edit.model.codes import ATTRIBUTE_DIM, IDENTITY_DIM, clip_code
 from s3edit.train.editor_losses import (
     faithfulness_loss,
     fit_gaussian,
     identity_loss,
     manifold_loss,
 )
-from s3edit.train.editors import fit_lt, fit_s3, video_identity_codes
+from s3edit.train.editors import (
+    crop_attribute_codes,
+    edit_metrics,
+    fit_lt,
+    fit_s3,
+    labelled_codes,
+    video_identity_codes,
+)
 
 EDITED = ("Eyeglasses", "Smiling", "Young")
 
@@ -275,3 +287,225 @@ def test_video_identity_codes_of_two_tiny_clips(shared_data: Path, tmp_path: Pat
     cached = list((tmp_path / "cache" / "video-codes").glob("*.safetensors"))
     assert len(cached) == 1
     assert torch.equal(video_identity_codes(folder, frames_per_clip=2), codes)
+    # With an attribute encoder: clip codes, the identity part the same, cached apart.
+    from s3edit.face.attributes import AttributeEncoder
+
+    torch.manual_seed(0)
+    clips = video_identity_codes(folder, frames_per_clip=2,
+                                 attribute_encoder=AttributeEncoder().eval())
+    assert clips.shape == (4, IDENTITY_DIM + ATTRIBUTE_DIM)
+    assert torch.allclose(clips[:, :IDENTITY_DIM], codes, atol=1e-6)
+    assert clips[:, IDENTITY_DIM:].abs().max() <= 1
+    assert len(list((tmp_path / "cache" / "video-codes").glob("*.safetensors"))) == 2
+
+
+# --- Few training steps (the sparsity schedule) ------------------------------------------------
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.25])
+@pytest.mark.parametrize("steps", [1, 2, 5, 8])
+def test_s3_trains_in_a_few_steps(data, steps: int, sparsity: float):
+    """`train editor --steps 8` (or fewer) failed in the sparsity schedule, even without
+    sparsity; a short run now gets a shorter schedule and still reaches its target."""
+    codes, _, classifier = data
+    model, reached = fit_s3(codes, classifier, clusters=1, sparsity=sparsity, steps=steps,
+                            batch=32, hidden=16, progress=False)
+    groups = model.active.numel()  # 2 layers x 2 groups of 8
+    assert reached == pytest.approx(round(sparsity * groups) / groups)
+
+
+# --- Clip codes: identity (128, unit) then 40 attribute values -------------------------------
+
+CLIP_DIM = IDENTITY_DIM + ATTRIBUTE_DIM
+
+
+@pytest.fixture(scope="module")
+def clip_data() -> tuple[torch.Tensor, torch.Tensor, LatentAttributeClassifier]:
+    """168-d clip codes: identities on a cap of the sphere, then attribute values in (-1, 1)
+    that follow noisy labels (as an attribute encoder's would)."""
+    gen = torch.Generator().manual_seed(3)
+    centre = F.normalize(torch.randn(IDENTITY_DIM, generator=gen), dim=0)
+    identity = F.normalize(centre + 0.15 * torch.randn(1500, IDENTITY_DIM, generator=gen), dim=1)
+    scores = (identity - identity.mean(0)) @ torch.randn(IDENTITY_DIM, 40, generator=gen)
+    scores = scores / scores.std(0)
+    labels = (scores + 0.3 * torch.randn(scores.shape, generator=gen) > 0).float()
+    attributes = torch.tanh(2 * scores + 0.5 * torch.randn(scores.shape, generator=gen))
+    codes = clip_code(identity, attributes)
+    return codes, labels, fit_classifier(codes, labels, steps=100)
+
+
+@pytest.fixture(scope="module")
+def clip_editors(clip_data) -> dict:
+    codes, labels, classifier = clip_data
+    lt = fit_lt(codes, labels, classifier, steps=60, batch=64, hidden=16, lr=3e-3,
+                progress=False)
+    s3, _ = fit_s3(codes, classifier, clusters=3, steps=60, batch=128, hidden=32,
+                   progress=False)
+    return {"linear": LinearEditor(classifier), "lt": LatentTransformerEditor(lt, classifier),
+            "s3": S3Editor(s3, classifier)}
+
+
+def test_models_are_built_for_the_codes_length(clip_data, clip_editors):
+    assert clip_data[0].shape[1] == CLIP_DIM
+    assert clip_data[2].config.dim == CLIP_DIM
+    assert clip_editors["lt"].transformer.config.dim == CLIP_DIM
+    assert clip_editors["s3"].transform.config.dim == CLIP_DIM
+    assert clip_editors["s3"].transform.centroids.shape[1] == CLIP_DIM
+
+
+@pytest.mark.parametrize("name", ["linear", "lt", "s3"])
+def test_clip_code_edits(clip_data, clip_editors, name: str):
+    editor = clip_editors[name]
+    codes, _, classifier = clip_data
+    z = codes[:200]
+    for attr in EDITED:
+        assert torch.equal(editor.edit(z, attr, 0), z)
+        assert torch.equal(editor.edit(z[0], attr, 0.0), z[0])
+        i = classifier.index(attr)
+        with torch.no_grad():
+            before = classifier(z)[:, i]
+        for scale in (0.5, -0.5):
+            edited = editor.edit(z, attr, scale)
+            assert edited.shape == z.shape
+            # The identity part is back on the unit sphere, the attribute part is not scaled
+            # onto it with the rest: it moves freely.
+            assert torch.allclose(edited[:, :IDENTITY_DIM].norm(dim=-1), torch.ones(200),
+                                  atol=1e-5)
+            assert (edited.norm(dim=-1) > 1.5).all()
+            assert (edited[:, IDENTITY_DIM:] - z[:, IDENTITY_DIM:]).abs().amax(1).min() > 1e-3
+            with torch.no_grad():
+                assert ((classifier(edited)[:, i] - before).mean() * scale) > 0.25
+        one = editor.edit(z[0], attr, 0.5)  # a single (168,) code, as the pipeline passes
+        assert one.shape == (CLIP_DIM,)
+        assert torch.allclose(one, editor.edit(z, attr, 0.5)[0], atol=1e-5)
+
+
+def test_linear_clip_edit_renormalises_only_the_identity(clip_data):
+    codes, _, classifier = clip_data
+    z = codes[:20]
+    raw = classifier.denormalize(classifier.normalize(z)
+                                 + 0.5 * CLIP_DIM ** 0.5 * classifier.direction("Eyeglasses"))
+    edited = LinearEditor(classifier).edit(z, "Eyeglasses", 0.5)
+    torch.testing.assert_close(edited[:, IDENTITY_DIM:], raw[:, IDENTITY_DIM:])
+    torch.testing.assert_close(edited[:, :IDENTITY_DIM],
+                               F.normalize(raw[:, :IDENTITY_DIM], dim=-1))
+
+
+def test_s3_clip_edit_moves_the_target_at_least_as_far_as_the_linear_edit(clip_data,
+                                                                         clip_editors):
+    codes, _, classifier = clip_data
+    with torch.no_grad():
+        for attr in EDITED:
+            i = classifier.index(attr)
+            for scale in (0.5, -0.5):
+                ours = classifier(clip_editors["s3"].edit(codes, attr, scale))[:, i]
+                theirs = classifier(clip_editors["linear"].edit(codes, attr, scale))[:, i]
+                assert ((ours - theirs) * scale >= -1e-3).all()
+
+
+def test_slide_reaches_the_target_and_is_the_meridian_slide_on_identity_codes():
+    gen = torch.Generator().manual_seed(5)
+    y = clip_code(torch.randn(8, IDENTITY_DIM, generator=gen),
+                  torch.rand(8, ATTRIBUTE_DIM, generator=gen) * 2 - 1)
+    v = F.normalize(torch.randn(8, CLIP_DIM, generator=gen), dim=-1)
+    k = (v * y).sum(-1) + 0.3 * torch.randn(8, generator=gen)
+    moved = slide(y, v, k)
+    torch.testing.assert_close((v * moved).sum(-1), k)
+    torch.testing.assert_close(moved[:, :IDENTITY_DIM].norm(dim=-1), torch.ones(8))
+    # On identity codes alone: the point of y's meridian with v . z = k.
+    y, v = y[:, :IDENTITY_DIM], F.normalize(v[:, :IDENTITY_DIM], dim=-1)
+    k = k.clamp(-0.9, 0.9)
+    across = F.normalize(y - (y * v).sum(-1, keepdim=True) * v, dim=-1)
+    torch.testing.assert_close(slide(y, v, k),
+                               k[:, None] * v + (1 - k**2).sqrt()[:, None] * across)
+
+
+class AttributeOnlyEditor:
+    """Moves the attribute part only: the identity is untouched."""
+
+    name = "attributes"
+
+    def edit(self, identity, attr, scale):
+        return torch.cat([identity[..., :IDENTITY_DIM], identity[..., IDENTITY_DIM:] + scale],
+                         -1)
+
+
+def test_edit_metrics_identity_cosine_reads_the_identity_part_only(clip_data):
+    codes, _, classifier = clip_data
+    metrics = edit_metrics(AttributeOnlyEditor(), classifier, codes[:50], 0.5)
+    assert metrics["mean"]["identity_cosine"] == 1
+    linear = edit_metrics(LinearEditor(classifier), classifier, codes[:50], 0.5)
+    assert 0.5 < linear["mean"]["identity_cosine"] < 1
+
+
+def test_an_editor_refuses_codes_of_another_length(data, clip_data):
+    codes, labels, _ = clip_data
+    with pytest.raises(UsageError, match="128-d.*168-d"):
+        fit_lt(codes, labels, data[2], steps=1, progress=False)
+    with pytest.raises(UsageError, match="128-d.*168-d"):
+        fit_s3(codes, data[2], steps=1, progress=False)
+
+
+# --- Clip codes of real faces ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_celeba(shared_data: Path, tmp_path_factory) -> Path:
+    """20 real CelebA-HQ faces in the CelebAMask-HQ layout, with their labels."""
+    from s3edit.train.celeba import ANNOTATION_FILE
+
+    source = shared_data / "CelebAMask-HQ-128"
+    if not (source / ANNOTATION_FILE).is_file():
+        pytest.skip(f"{source} (CelebAMask-HQ with its attribute labels) not found")
+    folder = tmp_path_factory.mktemp("celeba")
+    (folder / "CelebA-HQ-img").mkdir()
+    lines = (source / ANNOTATION_FILE).read_text().splitlines()
+    kept = [line for line in lines[2:] if int(line.split()[0].split(".")[0]) < 20]
+    (folder / ANNOTATION_FILE).write_text("\n".join([str(len(kept)), lines[1], *kept]) + "\n")
+    for line in kept:
+        shutil.copy(source / "CelebA-HQ-img" / line.split()[0], folder / "CelebA-HQ-img")
+    return folder
+
+
+def test_labelled_codes_with_an_attribute_encoder(tiny_celeba: Path, tmp_path: Path,
+                                                  monkeypatch):
+    from s3edit.face.attributes import AttributeEncoder
+    from s3edit.train.cache import build_image_cache, load_cache
+    from s3edit.train.celeba import celeba_images
+    from s3edit.train.editors import train_classifier, train_s3
+
+    monkeypatch.setenv("S3EDIT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    encoder = AttributeEncoder().eval()
+    plain, _ = labelled_codes(tiny_celeba)
+    train, held = labelled_codes(tiny_celeba, attribute_encoder=encoder)
+    n = len(plain.codes)
+    assert n >= 15 and plain.codes.shape == (n, IDENTITY_DIM)
+    assert train.codes.shape == (n, CLIP_DIM) and held.codes.shape == (0, CLIP_DIM)
+    assert torch.equal(train.codes[:, :IDENTITY_DIM], plain.codes)
+    assert torch.equal(train.labels, plain.labels)
+    # The attribute part is the encoder's codes of the cached aligned crops.
+    shard = load_cache(build_image_cache(celeba_images(tiny_celeba), 128), [0])
+    expected = encoder.codes(shard.crops.permute(0, 3, 1, 2).float() / 127.5 - 1)
+    torch.testing.assert_close(train.codes[:, IDENTITY_DIM:], expected)
+    torch.testing.assert_close(crop_attribute_codes(encoder, shard.crops, batch=7), expected)
+    assert train.codes[:, IDENTITY_DIM:].abs().max() <= 1
+    # Cached by the encoder's weights: a second run does not run the encoder ...
+    assert len(list((tmp_path / "cache" / "attribute-codes").rglob("*.safetensors"))) == 1
+
+    def refuse(crops):
+        raise AssertionError("the attribute codes were not read from the cache")
+
+    monkeypatch.setattr(encoder, "codes", refuse)
+    again, _ = labelled_codes(tiny_celeba, attribute_encoder=encoder)
+    assert torch.equal(again.codes, train.codes)
+    # ... and other weights get codes of their own.
+    other = AttributeEncoder().eval()
+    assert not torch.equal(labelled_codes(tiny_celeba, attribute_encoder=other)[0].codes,
+                           train.codes)
+    assert len(list((tmp_path / "cache" / "attribute-codes").rglob("*.safetensors"))) == 2
+    # The trainers thread the encoder through, in a run of a few steps.
+    out = tmp_path / "editors"
+    classifier = train_classifier(tiny_celeba, out, attribute_encoder=other)
+    assert LatentAttributeClassifier.from_pretrained(classifier).config.dim == CLIP_DIM
+    s3 = train_s3(tiny_celeba, out, classifier, steps=5, batch=16, hidden=16,
+                  attribute_encoder=other, progress=False)
+    assert S3Transform.from_pretrained(s3).config.dim == CLIP_DIM

@@ -3,18 +3,27 @@
 import pytest
 import torch
 
+from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codec import DiffusionCodec, PassThroughCodec
-from s3edit.model.codes import identity_code, landmark_code
+from s3edit.model.codes import (
+    ATTRIBUTE_DIM,
+    IDENTITY_DIM,
+    LANDMARK_DIM,
+    attribute_code,
+    clip_code,
+    identity_code,
+    landmark_code,
+)
 from s3edit.train.autoencoder import FaceBatchSource
 from s3edit.train.upgrade import upgrade
 
 
-def tiny_model(prediction_type: str = "epsilon") -> DiffusionFaceAutoencoder:
+def tiny_model(prediction_type: str = "epsilon", **kwargs) -> DiffusionFaceAutoencoder:
     torch.manual_seed(0)
     return DiffusionFaceAutoencoder(resolution=16, block_out_channels=(8, 16),
                                     attention_levels=(1,), fusion_hidden=32,
-                                    prediction_type=prediction_type).eval()
+                                    prediction_type=prediction_type, **kwargs).eval()
 
 
 def codes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,6 +46,8 @@ def test_save_and_load_round_trip(tmp_path):
                                model.z_face(identity, landmarks))
     z = model.z_face(identity, landmarks)
     torch.testing.assert_close(loaded(x, t, z), model(x, t, z))
+    # The schedule buffer is not saved: a loaded model must still rebuild it.
+    torch.testing.assert_close(loaded.alphas_cumprod, model.schedulers()[0].alphas_cumprod)
 
 
 def test_code_statistics_make_people_differ_at_unit_scale():
@@ -150,7 +161,7 @@ def test_upgrades_keep_the_decoders_function():
     identity, landmarks = codes(64)
     old.set_code_statistics(identity, landmarks)
     train = FaceBatchSource(torch.rand(64, 3, 16, 16) * 2 - 1, identity, landmarks,
-                            torch.ones(64, 1, 16, 16))
+                            torch.ones(64, 1, 16, 16), torch.zeros(64, ATTRIBUTE_DIM))
     x, t = torch.randn(4, 3, 16, 16), torch.tensor([10, 300, 600, 900])
     with torch.no_grad():
         before = old(x, t, old.z_face(identity[:4], landmarks[:4]))
@@ -164,3 +175,169 @@ def test_upgrades_keep_the_decoders_function():
                                    refused(x, t, refused.z_face(identity[:4], landmarks[:4])))
         assert upgrade(old, False, "v_prediction", None, train).config.prediction_type \
             == "v_prediction"
+
+
+# --- Clip codes with attributes ------------------------------------------------------------------
+
+EYEGLASSES = ATTRIBUTES.index("Eyeglasses")
+
+
+def attribute_faces(n: int) -> FaceBatchSource:
+    """Faces whose only feature is one attribute: a bright top-left quarter with eyeglasses."""
+    gen = torch.Generator().manual_seed(1)
+    identity = identity_code(torch.randn(n, IDENTITY_DIM, generator=gen))
+    landmarks = landmark_code(torch.rand(n, 68, 2, generator=gen))
+    labels = (torch.rand(n, ATTRIBUTE_DIM, generator=gen) < 0.3).float()
+    images = torch.rand(n, 3, 16, 16, generator=gen) * 0.2 - 0.5
+    images[:, :, :8, :8] += 0.8 * labels[:, EYEGLASSES].view(n, 1, 1, 1)
+    return FaceBatchSource(images, clip_code(identity, attribute_code(labels)), landmarks,
+                           torch.ones(n, 1, 16, 16), labels)
+
+
+def with_eyeglasses(code: torch.Tensor, value: float) -> torch.Tensor:
+    code = code.clone()
+    code[:, IDENTITY_DIM + EYEGLASSES] = value
+    return code
+
+
+def test_adding_attributes_keeps_the_decoders_function():
+    old = tiny_model()
+    train = attribute_faces(256)
+    identity, landmarks = train.clip_code[:, :IDENTITY_DIM], train.landmarks
+    old.set_code_statistics(identity, landmarks)
+    x, t = torch.randn(4, 3, 16, 16), torch.tensor([10, 300, 600, 900])
+    width = IDENTITY_DIM + ATTRIBUTE_DIM + LANDMARK_DIM
+    with torch.no_grad():
+        before = old(x, t, old.z_face(identity[:4], landmarks[:4]))
+        # Without a template, and adding one at the same time: its UNet input channels start
+        # at zero weight, so the new columns (zero fusion weights) change nothing either way.
+        for template in (None, 4):
+            new = upgrade(old, False, None, template, train, attribute_dim=ATTRIBUTE_DIM).eval()
+            assert new.config.attribute_dim == ATTRIBUTE_DIM
+            assert new.clip_code_dim == IDENTITY_DIM + ATTRIBUTE_DIM
+            assert new.code_mean.shape == new.code_std.shape == (width,)
+            assert new.fusion[0].in_features == width
+            # The old statistics stay around the new columns, which get the training codes'.
+            torch.testing.assert_close(new.code_mean[:IDENTITY_DIM], old.code_mean[:IDENTITY_DIM])
+            torch.testing.assert_close(new.code_std[-LANDMARK_DIM:], old.code_std[-LANDMARK_DIM:])
+            torch.testing.assert_close(new.code_mean[IDENTITY_DIM:-LANDMARK_DIM],
+                                       train.clip_code[:, IDENTITY_DIM:].mean(0))
+            for attributes in (train.clip_code[:4, IDENTITY_DIM:], torch.zeros(4, ATTRIBUTE_DIM),
+                               torch.rand(4, ATTRIBUTE_DIM) * 2 - 1):
+                code = torch.cat([identity[:4], attributes], 1)
+                torch.testing.assert_close(new(x, t, new.z_face(code, landmarks[:4])), before)
+        assert new.code_template.weight.shape == (3 * 4 * 4, width)
+        # The refitted template draws the attribute where the images show it.
+        on = new.z_face(with_eyeglasses(train.clip_code[:4], 1.0), landmarks[:4])[:, -width:]
+        off = new.z_face(with_eyeglasses(train.clip_code[:4], -1.0), landmarks[:4])[:, -width:]
+        change = (new.code_template(on) - new.code_template(off)).view(4, 3, 4, 4)
+        corner = change[:, :, :2, :2].mean()
+        rest = change.clone()
+        rest[:, :, :2, :2] = 0
+        assert corner > 0.4, "the eyeglasses column must brighten the corner"
+        assert rest.abs().max() < 0.25 * corner, "and leave the rest of the face"
+
+        fresh = upgrade(old, True, None, None, train, attribute_dim=ATTRIBUTE_DIM).eval()
+        mean_z = old.z_face(identity, landmarks).mean(0)
+        torch.testing.assert_close(fresh(x, t, fresh.z_face(train.clip_code[:4], landmarks[:4])),
+                                   fresh(x, t, mean_z.expand(4, -1)))
+        torch.testing.assert_close(fresh.code_mean, torch.cat([train.clip_code, landmarks],
+                                                              1).mean(0))
+
+
+def test_adding_attributes_to_a_templated_model_keeps_the_fusion_and_refits_the_template():
+    """With a template already in the UNet's input the refit changes what the UNet sees, so
+    only the fused part of the condition is kept exactly."""
+    old = tiny_model(template_resolution=4)
+    train = attribute_faces(256)
+    identity, landmarks = train.clip_code[:, :IDENTITY_DIM], train.landmarks
+    old.set_code_statistics(identity, landmarks)
+    old.fit_code_template(identity, landmarks, train.images)
+    new = upgrade(old, False, None, None, train, attribute_dim=ATTRIBUTE_DIM).eval()
+    emb = new.fusion[-1].out_features
+    with torch.no_grad():
+        old_z = old.z_face(identity[:4], landmarks[:4])
+        for value in (-1.0, 0.0, 1.0):
+            new_z = new.z_face(with_eyeglasses(train.clip_code[:4], value), landmarks[:4])
+            torch.testing.assert_close(new_z[:, :emb], old_z[:, :emb])
+            # The standardised identity and landmark columns are the old ones.
+            torch.testing.assert_close(new_z[:, emb:emb + IDENTITY_DIM],
+                                       old_z[:, emb:emb + IDENTITY_DIM])
+            torch.testing.assert_close(new_z[:, -LANDMARK_DIM:], old_z[:, -LANDMARK_DIM:])
+        torch.testing.assert_close(new.unet.conv_in.weight, old.unet.conv_in.weight)
+        on = new(torch.zeros(1, 3, 16, 16), torch.tensor([900]),
+                 new.z_face(with_eyeglasses(train.clip_code[:1], 1.0), landmarks[:1]))
+        off = new(torch.zeros(1, 3, 16, 16), torch.tensor([900]),
+                  new.z_face(with_eyeglasses(train.clip_code[:1], -1.0), landmarks[:1]))
+    assert (on - off).abs().max() > 1e-4, "the attribute reaches the UNet through the template"
+
+
+def test_edit_guidance_follows_its_formula(monkeypatch):
+    # A noise prediction linear in the condition: guidance w from reference r then equals
+    # plain decoding under r + w * (z - r).
+    model = tiny_model()
+    monkeypatch.setattr(model, "forward",
+                        lambda x, t, z: 0.3 * torch.tanh(x) + z.view(-1, 3, 1, 1))
+    noise = torch.randn(2, 3, 16, 16)
+    z, r = torch.randn(2, 3) * 0.2, torch.randn(2, 3) * 0.2
+    for w in (0.0, 2.0, 3.5):
+        torch.testing.assert_close(model.decode(noise, z, 5, reference=r, guidance=w),
+                                   model.decode(noise, r + w * (z - r), 5))
+
+
+def test_edit_guidance_scales_what_the_edit_changes():
+    model = tiny_model()
+    model.set_code_statistics(*codes(64))
+    identity, landmarks = codes(2)
+    unedited_z = model.z_face(identity[:1].expand(2, -1), landmarks)
+    edited_z = model.z_face(identity[1:].expand(2, -1), landmarks)
+    noise = torch.randn(2, 3, 16, 16)
+    plain = model.decode(noise, edited_z, 5)
+    torch.testing.assert_close(model.decode(noise, edited_z, 5, reference=unedited_z,
+                                            guidance=1.0), plain)
+    for w in (0.5, 2.0, 4.0):  # no edit to scale: guidance changes nothing
+        torch.testing.assert_close(model.decode(noise, edited_z, 5, reference=edited_z,
+                                                guidance=w), plain)
+    unedited = model.decode(noise, unedited_z, 5)
+    twice = model.decode(noise, edited_z, 5, reference=unedited_z, guidance=2.0)
+    assert (plain - unedited).abs().mean() > 1e-3, "the test's edit must change the image"
+    assert (twice - unedited).norm() > 1.3 * (plain - unedited).norm()
+
+
+def test_codec_guides_decoding_with_the_unedited_codes():
+    identity, landmarks = codes(2)
+    latents = torch.randn(2, 3, 16, 16)
+    codec = DiffusionCodec(tiny_model(), steps=3, refine=0, guidance=2.0)
+    model = codec.model
+    with torch.no_grad():
+        expected = model.decode(latents, model.z_face(identity[1:].expand(2, -1), landmarks), 3,
+                                reference=model.z_face(identity[:1].expand(2, -1), landmarks),
+                                guidance=2.0)
+    guided = codec.decode(latents, identity[1], landmarks, reference=(identity[0], landmarks))
+    torch.testing.assert_close(guided, expected)
+    assert (guided - codec.decode(latents, identity[1], landmarks)).abs().max() > 1e-4
+
+
+class FakeAttributeEncoder(torch.nn.Module):
+    def codes(self, crops: torch.Tensor) -> torch.Tensor:
+        return crops.mean((1, 2, 3)).view(-1, 1).expand(-1, ATTRIBUTE_DIM)
+
+
+def test_codecs_offer_attributes_when_the_model_reads_them():
+    from s3edit.errors import S3EditError
+
+    crops = torch.rand(3, 3, 16, 16) * 2 - 1
+    assert PassThroughCodec(16).attributes is None
+    torch.testing.assert_close(PassThroughCodec(16, attribute_dim=ATTRIBUTE_DIM).attributes(crops),
+                               torch.zeros(3, ATTRIBUTE_DIM))
+    assert DiffusionCodec(tiny_model(), steps=2).attributes is None
+    model = tiny_model(attribute_dim=ATTRIBUTE_DIM)
+    with pytest.raises(S3EditError, match="attribute encoder"):
+        DiffusionCodec(model, steps=2)
+    codec = DiffusionCodec(model, steps=2, refine=0, attribute_encoder=FakeAttributeEncoder())
+    values = codec.attributes(crops)
+    torch.testing.assert_close(values, crops.mean((1, 2, 3)).view(-1, 1).expand(-1, 40))
+    identity, landmarks = codes(3)
+    code = clip_code(identity[0], values.mean(0))
+    assert code.shape == (model.clip_code_dim,)
+    assert codec.decode(codec.encode(crops, code, landmarks), code, landmarks).shape == crops.shape

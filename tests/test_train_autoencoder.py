@@ -6,7 +6,10 @@ import shutil
 import pytest
 import torch
 
+from s3edit.edit.attributes import ATTRIBUTES
+from s3edit.errors import UsageError
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
+from s3edit.model.codes import ATTRIBUTE_DIM, IDENTITY_DIM, LANDMARK_DIM
 from s3edit.train.autoencoder import (
     AutoencoderTrainConfig,
     FaceBatchSource,
@@ -14,6 +17,7 @@ from s3edit.train.autoencoder import (
     load_face_sources,
     train_autoencoder,
 )
+from s3edit.train.celeba import ANNOTATION_FILE
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +25,21 @@ def tiny_faces(shared_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("faces")
     for i in range(16):
         shutil.copy(shared_data / "CelebAMask-HQ-128" / "CelebA-HQ-img" / f"{i}.jpg", folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_labelled_faces(tiny_faces, shared_data, tmp_path_factory):
+    """The same 16 faces (links to them: the image cache is shared) with the CelebA labels of
+    the first 12: the last 4 have none."""
+    folder = tmp_path_factory.mktemp("labelled")
+    for image in tiny_faces.iterdir():
+        (folder / image.name).symlink_to(image)
+    lines = (shared_data / "CelebAMask-HQ-128" / ANNOTATION_FILE).read_text().splitlines()
+    names = {p.name for p in tiny_faces.iterdir()}
+    kept = [line for line in lines[2:] if line.split()[0] in names][:12]
+    assert [line.split()[0] for line in kept] == [f"{i}.jpg" for i in range(12)]
+    (folder / ANNOTATION_FILE).write_text("\n".join([str(len(kept)), lines[1], *kept]) + "\n")
     return folder
 
 
@@ -53,7 +72,7 @@ def test_training_standardises_codes_and_resumes_without_optimizer_state(
     ema_dir = train_autoencoder(config(tiny_faces, out, steps=1), progress=False)
     train, _ = load_face_sources(config(tiny_faces, out, steps=1))
     ema = DiffusionFaceAutoencoder.from_pretrained(ema_dir)
-    codes = torch.cat([train.identity, train.landmarks], 1)
+    codes = torch.cat([train.clip_code, train.landmarks], 1)
     torch.testing.assert_close(ema.code_mean, codes.mean(0))
     torch.testing.assert_close(ema.code_std, codes.std(0).clamp(min=1e-4))
 
@@ -74,7 +93,7 @@ def test_loss_goes_down_on_a_fixed_batch(tiny_faces, tmp_path, monkeypatch):
 
     def loss_now():
         torch.manual_seed(1)  # the same timesteps and noise every time: a fixed batch
-        z = model.z_face(batch.identity, batch.landmarks)
+        z = model.z_face(batch.clip_code, batch.landmarks)
         return diffusion_loss(model, alphas, batch.images, z, batch.masks, 1.0)[0]
 
     start = loss_now().item()
@@ -107,8 +126,103 @@ def test_fresh_run_fits_its_code_template(tiny_faces, tmp_path, monkeypatch):
     train, _ = load_face_sources(cfg)
     coarse = torch.nn.functional.interpolate(train.images, size=4, mode="area")
     with torch.no_grad():
-        codes = model.z_face(train.identity, train.landmarks)[:, -230:]
+        codes = model.z_face(train.clip_code, train.landmarks)[:, -230:]
         template = model.code_template(codes).view_as(coarse)
     own = (template - coarse).abs().mean()
     assert own < 0.8 * (coarse - coarse.mean(0)).abs().mean(), "better than the mean face"
     assert own < 0.8 * (template - coarse.roll(1, 0)).abs().mean(), "closer to its own face"
+
+
+def test_max_minutes_stops_after_one_step_with_a_checkpoint(tiny_faces, tmp_path, monkeypatch):
+    monkeypatch.setenv("S3EDIT_CACHE", str(tiny_faces.parent / "cache"))
+    out = tmp_path / "run"
+    cfg = config(tiny_faces, out, steps=5)
+    cfg.max_minutes, cfg.save_every, cfg.sample_every = 0, 100, 100
+    ema_dir = train_autoencoder(cfg, progress=False)
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 1
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1]
+    assert DiffusionFaceAutoencoder.from_pretrained(ema_dir).config.resolution == 16
+
+
+def annotation_labels(folder, count):
+    """The first `count` rows of the folder's annotation file as (count, 40) {0, 1} labels,
+    read here independently of s3edit's parser."""
+    lines = (folder / ANNOTATION_FILE).read_text().splitlines()
+    names = lines[1].split()
+    rows = [line.split()[1:] for line in lines[2:2 + count]]
+    return torch.tensor([[float(row[names.index(a)]) > 0 for a in ATTRIBUTES] for row in rows]
+                        ).float()
+
+
+def test_attribute_code_run_conditions_on_the_labels(tiny_labelled_faces, tmp_path, monkeypatch):
+    monkeypatch.setenv("S3EDIT_CACHE", str(tiny_labelled_faces.parent / "cache"))
+    out = tmp_path / "run"
+    cfg = config(tiny_labelled_faces, out, steps=1)
+    cfg.attribute_code = True
+    model = DiffusionFaceAutoencoder.from_pretrained(train_autoencoder(cfg, progress=False))
+    width = IDENTITY_DIM + ATTRIBUTE_DIM + LANDMARK_DIM
+    assert model.config.attribute_dim == ATTRIBUTE_DIM
+    assert model.clip_code_dim == IDENTITY_DIM + ATTRIBUTE_DIM
+    assert model.code_mean.shape == model.code_std.shape == (width,)
+    assert model.fusion[0].in_features == width
+
+    train, _ = load_face_sources(cfg, ATTRIBUTE_DIM)
+    assert len(train) == 16, "every tiny face is found (the rows below follow the file order)"
+    labels = annotation_labels(tiny_labelled_faces, 12)
+    torch.testing.assert_close(train.labels[:12], labels)
+    torch.testing.assert_close(train.clip_code[:12, IDENTITY_DIM:], labels * 2 - 1)
+    # Faces without labels are undecided: 0 in the code.
+    torch.testing.assert_close(train.clip_code[12:, IDENTITY_DIM:], torch.zeros(4, ATTRIBUTE_DIM))
+    torch.testing.assert_close(train.clip_code[:, :IDENTITY_DIM].norm(dim=1), torch.ones(16))
+    codes = torch.cat([train.clip_code, train.landmarks], 1)
+    torch.testing.assert_close(model.code_mean, codes.mean(0))
+
+    # A resumed run keeps its checkpoint's code, whatever the new config says.
+    cfg = config(tiny_labelled_faces, out, steps=2)
+    resumed = DiffusionFaceAutoencoder.from_pretrained(train_autoencoder(cfg, progress=False))
+    assert resumed.config.attribute_dim == ATTRIBUTE_DIM
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 2
+
+
+def test_attribute_code_needs_labels(tiny_faces, tmp_path, monkeypatch):
+    monkeypatch.setenv("S3EDIT_CACHE", str(tiny_faces.parent / "cache"))
+    cfg = config(tiny_faces, tmp_path / "run", steps=1)
+    cfg.attribute_code = True
+    with pytest.raises(UsageError, match="attribute labels"):
+        train_autoencoder(cfg, progress=False)
+    # Without attributes a plain folder of faces is enough: its labels are undecided.
+    train, _ = load_face_sources(cfg)
+    assert train.clip_code.shape == (16, IDENTITY_DIM)
+    torch.testing.assert_close(train.labels, torch.full((16, ATTRIBUTE_DIM), 0.5))
+
+
+def labelled_source(labels: torch.Tensor) -> FaceBatchSource:
+    n = len(labels)
+    return FaceBatchSource(torch.zeros(n, 3, 2, 2), torch.zeros(n, IDENTITY_DIM),
+                           torch.zeros(n, LANDMARK_DIM), torch.ones(n, 1, 2, 2), labels)
+
+
+def test_oversampling_gives_a_rare_attribute_its_share():
+    n, gen = 1000, torch.Generator().manual_seed(0)
+    eyeglasses, smiling = ATTRIBUTES.index("Eyeglasses"), ATTRIBUTES.index("Smiling")
+    labels = torch.zeros(n, ATTRIBUTE_DIM)
+    labels[torch.randperm(n, generator=gen)[:50], eyeglasses] = 1  # 5%
+    labels[torch.randperm(n, generator=gen)[:500], smiling] = 1  # 50%
+    source = labelled_source(labels)
+    weights = source.sampling_weights(("Eyeglasses",), 0.2)
+    positive = labels[:, eyeglasses] > 0.5
+    assert abs(weights[positive].sum() / weights.sum() - 0.2) < 1e-4
+    assert weights[positive].unique().numel() == 1 and weights[~positive].unique().numel() == 1
+    draws = torch.multinomial(weights, 200_000, replacement=True,
+                              generator=torch.Generator().manual_seed(1))
+    assert abs(positive[draws].float().mean().item() - 0.2) < 0.005
+
+    ones = torch.ones(n)
+    # Attributes already drawn at least that often are left alone...
+    torch.testing.assert_close(source.sampling_weights(("Smiling",), 0.2), ones)
+    torch.testing.assert_close(source.sampling_weights(("Eyeglasses",), 0.04), ones)
+    torch.testing.assert_close(source.sampling_weights(("Eyeglasses", "Smiling"), 0.2), weights)
+    # ...and so is one no image has.
+    torch.testing.assert_close(source.sampling_weights(("Bald",), 0.2), ones)
+    torch.testing.assert_close(source.sampling_weights((), 0.2), ones)

@@ -1,4 +1,4 @@
-"""What every editor offers the pipeline: move the clip's identity code towards an attribute."""
+"""What every editor offers the pipeline: move the clip code towards an attribute."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ class Editor(Protocol):
     name: str
 
     def edit(self, identity: torch.Tensor, attr: str, scale: float) -> torch.Tensor:
-        """identity (128,) L2-normalised -> edited code of the same form; scale 0 is a no-op."""
+        """identity (D,) clip code (`s3edit.model.codes`: the L2-normalised identity, then
+        any attribute values) -> edited code of the same form; scale 0 is a no-op."""
         ...
 
 
@@ -27,7 +28,7 @@ class BatchEditor:
 
     @torch.no_grad()
     def edit(self, identity: torch.Tensor, attr: str, scale: float) -> torch.Tensor:
-        """identity (..., 128); scale 0 returns it exactly."""
+        """identity (..., D) clip codes; scale 0 returns them exactly."""
         if scale == 0:
             return identity
         z = identity.reshape(-1, identity.shape[-1])

@@ -1,4 +1,4 @@
-"""Linear classifiers of the 40 CelebA attributes on normalised identity codes.
+"""Linear classifiers of the 40 CelebA attributes on standardised clip codes.
 
 Their weight vectors are the attribute directions of the linear editor and the 'semantic
 embeddings' that S3Editor clusters; their scores grade edits in latent space.
@@ -35,7 +35,7 @@ class LatentAttributeClassifier(ModelMixin, ConfigMixin):
         return z * self.std + self.mean
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Attribute logits (N, 40) of identity codes (N, 128)."""
+        """Attribute logits (N, 40) of clip codes (N, D)."""
         return self.linear(self.normalize(z))
 
     def index(self, attr: str) -> int:
@@ -48,8 +48,9 @@ class LatentAttributeClassifier(ModelMixin, ConfigMixin):
 
 def fit_classifier(codes: torch.Tensor, labels: torch.Tensor, steps: int = 300,
                    weight_decay: float = 1e-3) -> LatentAttributeClassifier:
-    """Class-balanced logistic regression per attribute; labels (N, 40) in {0, 1}."""
-    model = LatentAttributeClassifier()
+    """Class-balanced logistic regression per attribute on codes (N, D) of any length D (the
+    128-d identity code or the clip code); labels (N, 40) in {0, 1}."""
+    model = LatentAttributeClassifier(dim=codes.shape[1])
     model.mean.copy_(codes.mean(0))
     model.std.copy_(codes.std(0).clamp(min=1e-6))
     positives = labels.mean(0).clamp(1e-4, 1 - 1e-4)

@@ -58,8 +58,9 @@ def fit_expression_directions(landmarks: torch.Tensor, labels: torch.Tensor,
 
 @dataclass
 class CodeEdit:
-    """What an edit does to a clip's codes: its identity code, and an offset added to every
-    frame's landmark code (None: the landmarks stay as tracked)."""
+    """What an edit does to a clip's codes: its clip code (D,) (identity, then any attribute
+    values), and an offset added to every frame's landmark code (None: the landmarks stay as
+    tracked)."""
 
     identity: torch.Tensor
     landmark_offset: torch.Tensor | None = None
@@ -74,7 +75,7 @@ class CodeEdit:
 def edit_codes(editor: Editor, expressions: ExpressionDirections | None,
                identity: torch.Tensor, attr: str, scale: float) -> CodeEdit:
     """Route the edit: expression attributes to the landmarks (when `expressions` holds them),
-    the rest to the identity editor."""
+    the rest to the editor of the clip code `identity` (D,), whatever its length."""
     offset = expressions.offset(attr, scale) if expressions is not None and scale else None
     if offset is not None:
         return CodeEdit(identity, offset.detach())

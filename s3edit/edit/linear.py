@@ -1,7 +1,9 @@
 """The baseline edit of Diffusion Video Autoencoders: a step along the classifier direction.
 
-z' = l2norm(denorm(norm(z) + s * sqrt(d) * w / |w|)). The step is in standardised code space,
-where a whole code has norm about sqrt(d), so s is a fraction of a typical code's length.
+z' = renorm(denorm(norm(z) + s * sqrt(d) * w / |w|)), renorm putting the identity part of the
+clip code back on the unit sphere (the attribute part stays free). The step is in standardised
+code space, where a whole code has norm about sqrt(d), so s is a fraction of a typical code's
+length.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from s3edit.edit.classifier import LatentAttributeClassifier
+from s3edit.model.codes import renormalise_clip_code
 
 
 class LinearEditor:
@@ -25,4 +27,4 @@ class LinearEditor:
             return identity
         c = self.classifier
         step = scale * math.sqrt(identity.shape[-1]) * c.direction(attr)
-        return F.normalize(c.denormalize(c.normalize(identity) + step), dim=-1)
+        return renormalise_clip_code(c.denormalize(c.normalize(identity) + step))

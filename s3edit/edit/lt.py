@@ -1,11 +1,12 @@
-"""Latent Transformer editor (Yao et al., ICCV 2021) on the identity code.
+"""Latent Transformer editor (Yao et al., ICCV 2021) on the clip code.
 
 One small MLP T_k per attribute acts on the standardised code w: w' = w + alpha * T_k(w), then
-back to an identity code with denorm + l2norm. In training alpha = target - p_k(w) (p_k the
-classifier's probability, target the other class), so alpha in [-1, -0.5] removes the attribute
-and alpha in [0.5, 1] adds it; |alpha| = 1 is the whole move from one class to the other.
-`edit(z, attr, scale)` uses alpha = scale: scale 1 is that whole move, 0.5 half of it, negative
-scales remove the attribute, and scale 0 returns the code untouched.
+back to a clip code with denorm and the l2norm of its identity part. In training
+alpha = target - p_k(w) (p_k the classifier's probability, target the other class), so alpha in
+[-1, -0.5] removes the attribute and alpha in [0.5, 1] adds it; |alpha| = 1 is the whole move
+from one class to the other. `edit(z, attr, scale)` uses alpha = scale: scale 1 is that whole
+move, 0.5 half of it, negative scales remove the attribute, and scale 0 returns the code
+untouched.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.edit.base import BatchEditor
 from s3edit.edit.classifier import LatentAttributeClassifier
-from s3edit.model.codes import IDENTITY_DIM
+from s3edit.model.codes import IDENTITY_DIM, renormalise_clip_code
 
 
 class LatentTransformer(ModelMixin, ConfigMixin):
@@ -61,7 +62,7 @@ class LatentTransformerEditor(BatchEditor):
 
     def edit_batch(self, z: torch.Tensor, head: torch.Tensor, alpha: torch.Tensor
                    ) -> torch.Tensor:
-        """Edited identity codes of codes z (N, 128), attribute indices (N,) and alphas (N,)."""
+        """Edited clip codes of codes z (N, D), attribute indices (N,) and alphas (N,)."""
         c = self.classifier
         w = c.normalize(z)
-        return F.normalize(c.denormalize(w + alpha[:, None] * self.transformer(w, head)), dim=-1)
+        return renormalise_clip_code(c.denormalize(w + alpha[:, None] * self.transformer(w, head)))

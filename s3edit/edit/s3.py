@@ -1,9 +1,10 @@
-"""S3Editor (Wang et al., arXiv 2404.08111) on the identity code.
+"""S3Editor (Wang et al., arXiv 2404.08111) on the clip code.
 
 The edit starts as the linear editor's step in standardised code space, u = x + s*sqrt(d)*a
 (a the attribute's unit classifier direction), and a learned transform refines it:
 T(u) = u + g(u, a, s), a residual MLP conditioned on the direction and the strength, and
-y = l2norm(denorm(T(u))). There is one transform per cluster of attributes (`routing.py`), and
+y = renorm(denorm(T(u))) (renorm: the clip code's identity part back on the unit sphere).
+There is one transform per cluster of attributes (`routing.py`), and
 each transform's hidden neurons come in groups some of which training switches off for good
 (`sparsity.py`).
 
@@ -14,6 +15,11 @@ of T. So T can lengthen the requested change but never take it back: with a plai
 could, by rescaling the standardised code, and with a sigmoid score whose reward for moving the
 target saturates, taking back part of the edit is the cheapest way to keep the other
 attributes. T spends its freedom on those, on the identity and on staying where codes lie.
+
+On a clip code (identity, then attribute values) the slide is split between the two parts by
+the share of the unit normal v in each: the attribute part moves along v's attribute part
+(it is free), the identity part along its meridian, and the target logit lands exactly where
+it would on the identity code alone. Without attribute values it is the slide above.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.edit.base import BatchEditor
 from s3edit.edit.classifier import LatentAttributeClassifier
 from s3edit.edit.sparsity import Member, neuron_block_index
-from s3edit.model.codes import IDENTITY_DIM
+from s3edit.model.codes import IDENTITY_DIM, renormalise_clip_code
 
 
 class S3Transform(ModelMixin, ConfigMixin):
@@ -97,17 +103,36 @@ class S3Editor(BatchEditor):
 
     def edit_batch(self, z: torch.Tensor, attr: torch.Tensor, gamma: torch.Tensor
                    ) -> torch.Tensor:
-        """Edited identity codes of codes z (N, 128), attribute indices (N,), strengths (N,)."""
+        """Edited clip codes of codes z (N, D), attribute indices (N,), strengths (N,)."""
         c = self.classifier
         weight = c.linear.weight[attr]
         direction = F.normalize(weight, dim=-1)
         u = c.normalize(z) + gamma[:, None] * math.sqrt(z.shape[-1]) * direction
         g, boost = self.transform(u, direction, gamma, self.transform.cluster_of[attr])
-        y = F.normalize(c.denormalize(u + g), dim=-1)
-        # On the unit sphere the target logit is an affine function of v . z.
+        y = renormalise_clip_code(c.denormalize(u + g))
+        # The target logit is an affine function of v . z.
         v = F.normalize(weight / c.std, dim=-1)
         k0 = (v * z).sum(-1)
-        k_linear = (v * F.normalize(c.denormalize(u), dim=-1)).sum(-1)
-        k = (k_linear + boost * (k_linear - k0)).clamp(-1 + 1e-6, 1 - 1e-6)
-        across = F.normalize(y - (y * v).sum(-1, keepdim=True) * v, dim=-1)
-        return k[:, None] * v + (1 - k**2).sqrt()[:, None] * across
+        k_linear = (v * renormalise_clip_code(c.denormalize(u))).sum(-1)
+        k = k_linear + boost * (k_linear - k0)
+        return slide(y, v, k)
+
+
+def slide(y: torch.Tensor, v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Clip codes y (N, D) moved so that v . y = k, for unit v (N, D) and targets k (N,).
+
+    The shortfall delta = k - v . y is made up by y_a + delta * v_a in the attribute part and,
+    in the identity part, by the point of y_i's meridian towards v_i's axis whose
+    v_i-component is v_i . y_i + |v_i|^2 delta; the two add up to delta as |v_i|^2 + |v_a|^2
+    = 1. For a 128-d code (no attribute part) that is the point with v . y = k on the meridian.
+    """
+    v_i, v_a = v[..., :IDENTITY_DIM], v[..., IDENTITY_DIM:]
+    y_i, y_a = y[..., :IDENTITY_DIM], y[..., IDENTITY_DIM:]
+    delta = k - (v * y).sum(-1)
+    length = v_i.norm(dim=-1).clamp(min=1e-12)
+    axis = v_i / length[:, None]
+    along = (axis * y_i).sum(-1)
+    cos = (along + length * delta).clamp(-1 + 1e-6, 1 - 1e-6)
+    across = F.normalize(y_i - along[:, None] * axis, dim=-1)
+    identity = cos[:, None] * axis + (1 - cos**2).sqrt()[:, None] * across
+    return torch.cat([identity, y_a + delta[:, None] * v_a], -1)

@@ -41,15 +41,18 @@ class GroupSparseOptimizer:
 
     active: the model's (groups,) bool buffer, updated in place. The target number of zero
     groups, round(target * groups), is reached in `periods` equal periods between steps
-    `start` and `stop`.
+    `start` and `stop`. A schedule too short for them (a run of a few steps) gets fewer
+    periods, one step each, and at least one: `stop` is moved to `start + 1` if need be.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, members: list[Member],
                  active: torch.Tensor, target: float, start: int, stop: int, periods: int = 5):
         if not 0 <= target < 1:
             raise ValueError(f"group sparsity target {target} is not in [0, 1)")
-        if stop - start < periods:
-            raise ValueError(f"steps {start}..{stop} are too few for {periods} periods")
+        if start < 0:
+            raise ValueError(f"the sparsity schedule cannot start at step {start}")
+        stop = max(stop, start + 1)
+        periods = max(1, min(periods, stop - start))
         self.optimizer = optimizer
         self.members = members
         self.active = active
@@ -64,6 +67,8 @@ class GroupSparseOptimizer:
         self.redundant = torch.zeros(self.groups, dtype=torch.bool)
         self.marked: list[torch.Tensor] = []  # each member's values when its groups were marked
         self.t = 0
+        if start == 0:  # `step` marks after its step, so the first period is marked now
+            self._mark(1)
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad()

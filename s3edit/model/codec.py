@@ -1,46 +1,59 @@
 """The model boundary: aligned crops in, edited crops out.
 
 The pipeline only sees `FaceCodec`: encode a batch of aligned crops of one clip into per-frame
-latents under the clip's identity code and each frame's landmark code, then decode latents under
-a (possibly edited) identity code. Video and face code never touch the network.
+latents under the clip code and each frame's landmark code, then decode latents under a
+(possibly edited) clip code. Video and face code never touch the network. A codec whose model
+reads attributes offers `attributes`, which pass 1 calls on a few crops to build the clip code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from s3edit.errors import S3EditError
+
 if TYPE_CHECKING:  # diffusers takes seconds to import; runs without the model skip it
+    from s3edit.face.attributes import AttributeEncoder
     from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 
 
 class FaceCodec(Protocol):
     resolution: int
+    # Aligned crops (N, 3, S, S) in [-1, 1] -> (N, 40) attribute values, or None when the
+    # model's clip code is the identity alone.
+    attributes: Callable[[torch.Tensor], torch.Tensor] | None
 
     def encode(self, crops: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor
                ) -> torch.Tensor:
-        """crops (N, 3, R, R) in [-1, 1], identity (128,), landmarks (N, 102) -> latents."""
+        """crops (N, 3, R, R) in [-1, 1], clip code (D,), landmarks (N, 102) -> latents."""
         ...
 
-    def decode(self, latents: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor
-               ) -> torch.Tensor:
-        """latents -> crops (N, 3, R, R) in [-1, 1]."""
+    def decode(self, latents: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor,
+               reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """latents -> crops (N, 3, R, R) in [-1, 1]; `reference`, the unedited (clip code,
+        landmarks), lets a codec with edit guidance scale the edit."""
         ...
 
 
 class PassThroughCodec:
     """Latents are the crops themselves: runs the whole video and face path with no model."""
 
-    def __init__(self, resolution: int = 256):
+    def __init__(self, resolution: int = 256, attribute_dim: int = 0):
         self.resolution = resolution
+        # The editors expect the clip code of the weights' model; with no model to read them,
+        # the attributes are left undecided (0) rather than measured.
+        self.attributes = (lambda crops: torch.zeros(len(crops), attribute_dim)) \
+            if attribute_dim else None
 
     def encode(self, crops: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor
                ) -> torch.Tensor:
         return crops
 
-    def decode(self, latents: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor
-               ) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor,
+               reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         return latents
 
 
@@ -48,12 +61,25 @@ class DiffusionCodec:
     """Latents are DDIM noise maps of the diffusion autoencoder."""
 
     def __init__(self, model: DiffusionFaceAutoencoder, steps: int = 10, refine: int = 3,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu",
+                 attribute_encoder: AttributeEncoder | None = None, guidance: float = 1.0):
         self.model = model.to(device).eval()
         self.steps = steps
+        self.guidance = guidance  # edit guidance weight (see DiffusionFaceAutoencoder.decode)
         self.refine = refine  # fixed-point iterations per inversion step (see `invert`)
         self.device = torch.device(device)
         self.resolution = model.config.resolution
+        self.attributes = None
+        if model.config.attribute_dim:
+            if attribute_encoder is None:
+                raise S3EditError("this autoencoder reads attributes: it needs the attribute "
+                                  "encoder (weights/attribute_encoder/)")
+            self.attribute_encoder = attribute_encoder.to(self.device).eval()
+            self.attributes = self._attributes
+
+    @torch.no_grad()
+    def _attributes(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.attribute_encoder.codes(crops.to(self.device)).cpu()
 
     def _z_face(self, identity: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         identity = identity.to(self.device).expand(len(landmarks), -1)
@@ -66,7 +92,9 @@ class DiffusionCodec:
                                  self.steps, self.refine)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor
-               ) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor,
+               reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        z_reference = None if reference is None else self._z_face(*reference)
         return self.model.decode(latents.to(self.device), self._z_face(identity, landmarks),
-                                 self.steps).cpu()
+                                 self.steps, reference=z_reference,
+                                 guidance=self.guidance).cpu()

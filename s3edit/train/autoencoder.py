@@ -19,10 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from s3edit.edit.attributes import ATTRIBUTES
+from s3edit.errors import UsageError
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
-from s3edit.model.codes import identity_code, landmark_code
+from s3edit.model.codes import ATTRIBUTE_DIM, attribute_code, clip_code, landmark_code
 from s3edit.train.cache import SHARD_SIZE, FaceShard, build_image_cache, load_cache
-from s3edit.train.celeba import celeba_images
+from s3edit.train.celeba import celeba_images, celeba_labels
 from s3edit.train.checkpoint import load_optimizer, replace_dir, save_optimizer
 
 
@@ -46,6 +48,14 @@ class AutoencoderTrainConfig:
     # A fresh run's UNet output and code template; a resumed run keeps its checkpoint's.
     prediction_type: str = "epsilon"
     template_resolution: int = 0
+    # The 40 CelebA labels in the clip code (a fresh run's choice; a resumed run keeps its own).
+    attribute_code: bool = False
+    # Draw images with these (rare) attributes at least this share of the time each:
+    # eyeglasses are 4.9% of CelebA-HQ, too few for a short run to learn to draw them.
+    oversample: tuple[str, ...] = ("Eyeglasses",)
+    oversample_share: float = 0.2
+    # bf16 autocast on CPU (1.5x on AVX512-BF16) and on CUDA.
+    bf16: bool = True
     # "plain": the MSE of the UNet's output (noise or v). "truncated-snr": the x0 error
     # weighted max(SNR, 1). The plain noise loss weights a timestep's x0 error by its SNR,
     # 0.002 at t = 800, so the high-noise steps, where only z_face tells faces apart, hardly
@@ -54,6 +64,9 @@ class AutoencoderTrainConfig:
     loss_weighting: str = "plain"
     holdout: int = 2000
     limit: int | None = None  # use only the first N training images (small runs, tests)
+    # Stop after this much wall-clock time (saving a checkpoint), whatever `steps` says: a GPU
+    # lease or a session has a fixed budget.
+    max_minutes: float | None = None
     save_every: int = 250
     sample_every: int = 1000
     log_every: int = 10
@@ -63,26 +76,44 @@ class AutoencoderTrainConfig:
 
 @dataclass
 class FaceBatchSource:
-    """Aligned faces at the training resolution, with codes and face masks, held in memory."""
+    """Aligned faces at the training resolution, with codes, labels and face masks, in memory."""
 
     images: torch.Tensor  # (N, 3, R, R) in [-1, 1]
-    identity: torch.Tensor  # (N, 128)
+    clip_code: torch.Tensor  # (N, 128) identity, or (N, 168) identity and labels in [-1, 1]
     landmarks: torch.Tensor  # (N, 102)
     masks: torch.Tensor  # (N, 1, R, R)
+    labels: torch.Tensor  # (N, 40) in {0, 1}
 
     @classmethod
-    def from_shard(cls, shard: FaceShard, resolution: int) -> FaceBatchSource:
+    def from_shard(cls, shard: FaceShard, resolution: int, labels: dict[str, torch.Tensor],
+                   attribute_dim: int = 0) -> FaceBatchSource:
         crops = shard.crops.permute(0, 3, 1, 2).float() / 127.5 - 1
         if crops.shape[-1] != resolution:
             crops = F.interpolate(crops, size=resolution, mode="area")
-        return cls(crops, identity_code(shard.identity), landmark_code(shard.lm68),
-                   hull_masks(shard.mesh.float(), resolution))
+        unknown = torch.full((len(ATTRIBUTES),), 0.5)  # an image without labels: undecided
+        shard_labels = torch.stack([labels.get(n, unknown) for n in shard.names]) \
+            if shard.names else torch.zeros(0, len(ATTRIBUTES))
+        attributes = attribute_code(shard_labels) if attribute_dim else None
+        return cls(crops, clip_code(shard.identity, attributes), landmark_code(shard.lm68),
+                   hull_masks(shard.mesh.float(), resolution), shard_labels)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        return self.images, self.identity, self.landmarks, self.masks
+        return self.images, self.clip_code, self.landmarks, self.masks, self.labels
+
+    def sampling_weights(self, attributes: tuple[str, ...], share: float) -> torch.Tensor:
+        """Per-image draw weights that give each attribute's positives at least `share`."""
+        weights = torch.ones(len(self))
+        for _ in range(10):  # raising one attribute lowers the others: repeat until all hold
+            for name in attributes:
+                positive = self.labels[:, ATTRIBUTES.index(name)] > 0.5
+                current = weights[positive].sum() / weights.sum()
+                if 0 < current < share - 1e-6:
+                    # Scaling the positives by k gives them k*c / (k*c + 1 - c) of the draws.
+                    weights[positive] *= share * (1 - current) / (current * (1 - share))
+        return weights
 
 
 def hull_masks(mesh_unit: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -114,7 +145,8 @@ def diffusion_loss(model: DiffusionFaceAutoencoder, alphas_cumprod: torch.Tensor
     a = alphas_cumprod[t].view(n, 1, 1, 1)
     noise = torch.randn(2, *x0.shape, device=x0.device)
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise  # (2, N, ...) two noisings of each image
-    output = model(x_t.flatten(0, 1), t.repeat(2), z_face.repeat(2, 1)).view_as(noise)
+    # float: under bf16 autocast the loss itself is still taken in full precision.
+    output = model(x_t.flatten(0, 1), t.repeat(2), z_face.repeat(2, 1)).float().view_as(noise)
     per_image = (output - model.training_target(x0, noise, a)).pow(2).mean(dim=(0, 2, 3, 4))
     loss_plain = per_image.mean()
     x0_pred = model.predicted_x0(output, x_t, a)
@@ -148,16 +180,24 @@ def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
     cv2.imwrite(str(path), np.vstack(rows)[:, :, ::-1])
 
 
-def load_face_sources(cfg: AutoencoderTrainConfig) -> tuple[FaceBatchSource, FaceBatchSource]:
+def load_face_sources(cfg: AutoencoderTrainConfig, attribute_dim: int = 0
+                      ) -> tuple[FaceBatchSource, FaceBatchSource]:
     paths = celeba_images(Path(cfg.data))
+    try:
+        labels = celeba_labels(Path(cfg.data))
+    except UsageError:
+        if attribute_dim:
+            raise
+        labels = {}  # a plain folder of faces trains a decoder without attributes
     train_shards, held_shards = split_shards(len(paths), cfg.holdout)
     if cfg.limit is not None:
         train_shards = range(0, min(len(train_shards), math.ceil(cfg.limit / SHARD_SIZE)))
     folder = build_image_cache(paths, 128, shards=[*train_shards, *held_shards])
-    train = FaceBatchSource.from_shard(load_cache(folder, train_shards), cfg.resolution)
+    train = FaceBatchSource.from_shard(load_cache(folder, train_shards), cfg.resolution, labels,
+                                       attribute_dim)
     # A folder smaller than one shard has no held-out part; its samples then show training faces.
-    held = (FaceBatchSource.from_shard(load_cache(folder, held_shards), cfg.resolution)
-            if held_shards else train)
+    held = (FaceBatchSource.from_shard(load_cache(folder, held_shards), cfg.resolution, labels,
+                                       attribute_dim) if held_shards else train)
     if cfg.limit is not None:
         train = FaceBatchSource(*(t[:cfg.limit] for t in train.tensors()))
     return train, held
@@ -172,7 +212,11 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
     torch.manual_seed(cfg.seed + accelerator.process_index)
     out = Path(cfg.out)
     ckpt = out / "checkpoint"
-    train, held = load_face_sources(cfg)
+    if (ckpt / "model").exists():
+        attribute_dim = DiffusionFaceAutoencoder.load_config(ckpt / "model").get("attribute_dim", 0)
+    else:
+        attribute_dim = ATTRIBUTE_DIM if cfg.attribute_code else 0
+    train, held = load_face_sources(cfg, attribute_dim)
 
     if (ckpt / "model").exists():
         model = DiffusionFaceAutoencoder.from_pretrained(ckpt / "model")
@@ -182,10 +226,11 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
         model = DiffusionFaceAutoencoder(resolution=cfg.resolution,
                                          block_out_channels=tuple(cfg.block_out_channels),
                                          prediction_type=cfg.prediction_type,
-                                         template_resolution=cfg.template_resolution)
-        model.set_code_statistics(train.identity, train.landmarks)
+                                         template_resolution=cfg.template_resolution,
+                                         attribute_dim=attribute_dim)
+        model.set_code_statistics(train.clip_code, train.landmarks)
         if cfg.template_resolution:
-            model.fit_code_template(train.identity, train.landmarks, train.images)
+            model.fit_code_template(train.clip_code, train.landmarks, train.images)
         ema, step = copy.deepcopy(model), 0
     ema.requires_grad_(False)
     # The code template starts fitted, so it stays at the base rate with the UNet.
@@ -206,6 +251,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
     alphas = alphas.to(accelerator.device)
     # A fixed held-out batch for the sample grid, so grids of different steps compare.
     grid_ids = torch.arange(min(16, len(held)))
+    draw_weights = train.sampling_weights(cfg.oversample, cfg.oversample_share)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=1))
 
@@ -214,13 +260,15 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
     with Progress(*columns, disable=not (progress and accelerator.is_main_process)) as bar:
         task = bar.add_task("train autoencoder", total=cfg.steps, completed=step, stats="")
         tic, log = time.perf_counter(), []
+        deadline = math.inf if cfg.max_minutes is None else tic + 60 * cfg.max_minutes
         while step < cfg.steps:
-            idx = torch.randint(0, len(train), (cfg.batch_size,))
-            x0, ident, lms, mask = (t[idx].to(accelerator.device) for t in train.tensors())
+            idx = torch.multinomial(draw_weights, cfg.batch_size, replacement=True)
+            x0, code, lms, mask, _ = (t[idx].to(accelerator.device) for t in train.tensors())
             model.train()
-            z_face = model_unwrapped(accelerator, model).z_face(ident, lms)
-            loss, parts = diffusion_loss(model_unwrapped(accelerator, model), alphas, x0, z_face,
-                                         mask, cfg.reg_weight, cfg.loss_weighting)
+            with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=cfg.bf16):
+                z_face = model_unwrapped(accelerator, model).z_face(code, lms)
+                loss, parts = diffusion_loss(model_unwrapped(accelerator, model), alphas, x0,
+                                             z_face, mask, cfg.reg_weight, cfg.loss_weighting)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -239,17 +287,21 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
                     f.write(json.dumps({"step": step, "loss": float(np.mean(log)), **parts,
                                         "it_s": rate}) + "\n")
                 tic, log = time.perf_counter(), []
-            if accelerator.is_main_process and (step % cfg.save_every == 0 or step == cfg.steps):
+            out_of_time = time.perf_counter() >= deadline
+            if accelerator.is_main_process and (step % cfg.save_every == 0 or out_of_time
+                                                or step == cfg.steps):
                 save_checkpoint(model_unwrapped(accelerator, model), ema, optimizer, step, ckpt)
             if accelerator.is_main_process and step % cfg.sample_every == 0:
                 ids = grid_ids.to(accelerator.device)
-                z = ema.z_face(held.identity[ids].to(accelerator.device),
+                z = ema.z_face(held.clip_code[ids].to(accelerator.device),
                                held.landmarks[ids].to(accelerator.device))
                 noise = torch.randn(len(ids), 3, cfg.resolution, cfg.resolution,
                                     generator=torch.Generator().manual_seed(0)).to(z.device)
                 ema.eval()
                 save_grid(ema.decode(noise, z, 20, clip_sample=True),
                           out / f"samples-{step:07d}.png")
+            if out_of_time:
+                break
     return ckpt / "ema"
 
 

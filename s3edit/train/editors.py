@@ -1,6 +1,10 @@
 """`s3edit train editor`: the latent attribute classifiers (the linear editor's directions),
 the Latent Transformer and the S3Editor transforms; `s3edit train expression`: the landmark
-directions of the expression attributes."""
+directions of the expression attributes.
+
+The editors move clip codes: dlib's L2-normalised identity code (128), followed, given an image
+attribute encoder (`s3edit.face.attributes`), by its 40 attribute values of the aligned crop.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +31,17 @@ from s3edit.edit.routing import route_attributes
 from s3edit.edit.s3 import S3Editor, S3Transform
 from s3edit.edit.sparsity import GroupSparseOptimizer
 from s3edit.errors import UsageError
-from s3edit.model.codes import IDENTITY_DIM, LANDMARK_DIM, identity_code, landmark_code
+from s3edit.model.codes import (
+    ATTRIBUTE_DIM,
+    IDENTITY_DIM,
+    LANDMARK_DIM,
+    clip_code,
+    landmark_code,
+    renormalise_clip_code,
+)
 from s3edit.storage import cache_root
 from s3edit.train.autoencoder import split_shards
-from s3edit.train.cache import SHARD_SIZE, build_image_cache, load_cache
+from s3edit.train.cache import SHARD_SIZE, build_image_cache, load_shards
 from s3edit.train.celeba import celeba_images, celeba_labels
 from s3edit.train.editor_losses import (
     faithfulness_loss,
@@ -41,45 +53,136 @@ from s3edit.train.editor_losses import (
 )
 from s3edit.video import VIDEO_SUFFIXES
 
+if TYPE_CHECKING:
+    from s3edit.face.attributes import AttributeEncoder
+
 
 @dataclass
 class LabelledCodes:
-    codes: torch.Tensor  # (N, 128) L2-normalised identity codes
+    codes: torch.Tensor  # (N, D) clip codes: identity (128, L2-normalised), attributes (0 or 40)
     labels: torch.Tensor  # (N, 40) in {0, 1}
     landmarks: torch.Tensor  # (N, 102) landmark codes
 
 
-def labelled_codes(data: Path, holdout: int = 2000, limit: int | None = None
+def code_dim(attribute_encoder: AttributeEncoder | None) -> int:
+    """Length of the clip codes made with (or without) an attribute encoder."""
+    return IDENTITY_DIM + (0 if attribute_encoder is None else ATTRIBUTE_DIM)
+
+
+def weights_key(model: torch.nn.Module) -> str:
+    """sha256 of a model's weights (names, dtypes, shapes and bytes of its state dict): what
+    its weights file holds, and defined for a model that was never saved too."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+ATTRIBUTE_BATCH = 256
+
+
+def crop_attribute_codes(encoder: AttributeEncoder, crops: torch.Tensor,
+                         batch: int = ATTRIBUTE_BATCH) -> torch.Tensor:
+    """The encoder's attribute codes (N, 40) in [-1, 1] of aligned uint8 crops (N, S, S, 3),
+    in batches on the encoder's device, in eval mode (its batch norms' running statistics).
+
+    The encoder runs channels-last meanwhile (a third faster on a CPU); 10-15 ms a crop on
+    two CPU cores, a few seconds for 30,000 on a GPU.
+    """
+    device = next(encoder.parameters()).device
+    training = encoder.training
+    out = [torch.zeros(0, ATTRIBUTE_DIM)]
+    encoder.eval().to(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad():
+            for i in range(0, len(crops), batch):
+                x = crops[i:i + batch].to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+                out.append(encoder.codes(x).float().cpu())
+    finally:
+        encoder.train(training).to(memory_format=torch.contiguous_format)
+    return torch.cat(out)
+
+
+def labelled_codes(data: Path, holdout: int = 2000, limit: int | None = None,
+                   attribute_encoder: AttributeEncoder | None = None
                    ) -> tuple[LabelledCodes, LabelledCodes]:
-    """Identity and landmark codes and attribute labels of a CelebAMask-HQ folder, train and
-    held-out."""
+    """Clip codes, landmark codes and attribute labels of a CelebAMask-HQ folder, train and
+    held-out.
+
+    Without `attribute_encoder` the clip codes are the identity codes alone (N, 128); with it,
+    they carry its 40 attribute values of each aligned 128 px crop (N, 168). Those values are
+    cached per face-cache shard in $S3EDIT_CACHE/attribute-codes/, keyed by the sha256 of the
+    encoder's weights, so a second run does not recompute them.
+    """
     paths = celeba_images(data)
     labels = celeba_labels(data)
     train_shards, held_shards = split_shards(len(paths), holdout)
     if limit is not None:
         train_shards = range(0, min(len(train_shards), math.ceil(limit / SHARD_SIZE)))
     folder = build_image_cache(paths, 128, shards=[*train_shards, *held_shards])
+    key = None if attribute_encoder is None else weights_key(attribute_encoder)[:16]
 
     def gather(shards: range) -> LabelledCodes:
-        if not shards:  # a folder of one shard or less has no held-out part
-            return LabelledCodes(torch.zeros(0, IDENTITY_DIM), torch.zeros(0, len(ATTRIBUTES)),
-                                 torch.zeros(0, LANDMARK_DIM))
-        shard = load_cache(folder, shards)
-        return LabelledCodes(identity_code(shard.identity),
-                             torch.stack([labels[n] for n in shard.names]),
-                             landmark_code(shard.lm68))
+        codes = [torch.zeros(0, code_dim(attribute_encoder))]
+        names: list[str] = []
+        landmarks = [torch.zeros(0, LANDMARK_DIM)]
+        for k in shards:
+            shard = next(load_shards(folder, [k]), None)
+            if shard is None:  # not in the cache: skipped, as load_cache does
+                continue
+            attributes = None
+            if attribute_encoder is not None:
+                attributes = _shard_attribute_codes(folder, k, shard.crops, attribute_encoder,
+                                                    key)
+            codes.append(clip_code(shard.identity, attributes))
+            names += shard.names
+            landmarks.append(landmark_code(shard.lm68))
+        # (a folder of one shard or less has no held-out part)
+        stacked = (torch.stack([labels[n] for n in names]) if names
+                   else torch.zeros(0, len(ATTRIBUTES)))
+        return LabelledCodes(torch.cat(codes), stacked, torch.cat(landmarks))
 
     return gather(train_shards), gather(held_shards)
 
 
-def train_classifier(data: Path, out: Path, holdout: int = 2000, limit: int | None = None
-                     ) -> Path:
-    """Fit the classifiers, save them to OUT/classifier with held-out ROC AUCs."""
-    train, held = labelled_codes(data, holdout, limit)
+def _shard_attribute_codes(folder: Path, index: int, crops: torch.Tensor,
+                           encoder: AttributeEncoder, key: str) -> torch.Tensor:
+    """One face-cache shard's attribute codes, from the cache or computed and cached."""
+    from safetensors.torch import load_file, save_file
+
+    path = cache_root() / "attribute-codes" / key / folder.name / f"shard-{index:05d}.safetensors"
+    if path.exists():
+        codes = load_file(str(path))["codes"]
+        if len(codes) == len(crops):
+            return codes
+    codes = crop_attribute_codes(encoder, crops).contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    save_file({"codes": codes}, str(tmp))
+    os.replace(tmp, path)
+    return codes
+
+
+def _check_dims(classifier: LatentAttributeClassifier, codes: torch.Tensor) -> None:
+    if classifier.config.dim != codes.shape[1]:
+        raise UsageError(
+            f"the latent classifiers were fitted on {classifier.config.dim}-d codes, but these "
+            f"codes are {codes.shape[1]}-d: train the classifiers and the editor with the same "
+            "--attribute-encoder (or none)")
+
+
+def train_classifier(data: Path, out: Path, holdout: int = 2000, limit: int | None = None,
+                     attribute_encoder: AttributeEncoder | None = None) -> Path:
+    """Fit the classifiers on the clip codes (with `attribute_encoder`'s values, if given),
+    save them to OUT/classifier with held-out ROC AUCs."""
+    train, held = labelled_codes(data, holdout, limit, attribute_encoder)
     classifier = fit_classifier(train.codes, train.labels)
     folder = out / "classifier"
     classifier.save_pretrained(folder)
-    metrics = {"train_images": len(train.codes), "held_out_images": len(held.codes)}
+    metrics = {"train_images": len(train.codes), "held_out_images": len(held.codes),
+               "code_dim": train.codes.shape[1]}
     if len(held.codes):
         with torch.no_grad():
             scores = classifier(held.codes)
@@ -119,10 +222,10 @@ REPORTED_ATTRIBUTES = ("Eyeglasses", "Smiling", "Young")
 
 def edit_metrics(editor: Editor, classifier: LatentAttributeClassifier, codes: torch.Tensor,
                  scale: float = 0.5, report: Sequence[str] = REPORTED_ATTRIBUTES) -> dict:
-    """How an editor's edits at `scale` change held-out codes (N, 128), graded by the
+    """How an editor's edits at `scale` change held-out clip codes (N, D), graded by the
     classifier: per reported attribute and the mean over all of them, the target's logit and
     probability change, the mean |change| of the other attributes' probabilities, and the
-    identity cosine to the original code."""
+    cosine of the identity part (the first 128 values) to the original's."""
     attributes = list(classifier.config.attributes)
     rows = {}
     with torch.no_grad():
@@ -137,7 +240,8 @@ def edit_metrics(editor: Editor, classifier: LatentAttributeClassifier, codes: t
                 "target_logit_change": float((logits1 - logits0)[:, i].mean()),
                 "target_prob_change": float(change[:, i].mean()),
                 "others_prob_change": float(change[:, others].abs().mean()),
-                "identity_cosine": float(F.cosine_similarity(edited, codes, dim=-1).mean()),
+                "identity_cosine": float(F.cosine_similarity(
+                    edited[..., :IDENTITY_DIM], codes[..., :IDENTITY_DIM], dim=-1).mean()),
             }
     out = {attr: rows[attr] for attr in report}
     keys = next(iter(rows.values()))
@@ -149,7 +253,7 @@ def fit_lt(codes: torch.Tensor, labels: torch.Tensor, classifier: LatentAttribut
            steps: int = 1500, batch: int = 256, hidden: int = 64, lr: float = 1e-3,
            lambda_attr: float = 1.0, lambda_rec: float = 10.0, seed: int = 0,
            progress: bool = True) -> LatentTransformer:
-    """Train every attribute's Latent Transformer head at once on codes (N, 128) with labels
+    """Train every attribute's Latent Transformer head at once on clip codes (N, D) with labels
     (N, 40) (only their correlations are used; targets come from the classifier).
 
     Loss cls + lambda_attr * attr + lambda_rec * rec (`lt_losses`); the weights 1, 1, 10 are
@@ -157,10 +261,12 @@ def fit_lt(codes: torch.Tensor, labels: torch.Tensor, classifier: LatentAttribut
     """
     from rich.progress import Progress
 
+    _check_dims(classifier, codes)
     classifier.requires_grad_(False)  # frozen: it grades the edits
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = LatentTransformer(hidden=hidden, attributes=tuple(classifier.config.attributes))
+    model = LatentTransformer(dim=codes.shape[1], hidden=hidden,
+                              attributes=tuple(classifier.config.attributes))
     correlation = label_correlation(labels)
     w_all = classifier.normalize(codes)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -174,7 +280,7 @@ def fit_lt(codes: torch.Tensor, labels: torch.Tensor, classifier: LatentAttribut
             # As the reference: head k flips the class, alpha = target - p (the way to go).
             target = (p0 < 0.5).float()
             step = (target - p0).T[..., None] * model.all_heads(w)
-            edited = F.normalize(classifier.denormalize(w + step), dim=-1)
+            edited = renormalise_clip_code(classifier.denormalize(w + step))
             losses = lt_losses(logits0, classifier(edited), target, step, correlation)
             loss = losses["cls"] + lambda_attr * losses["attr"] + lambda_rec * losses["rec"]
             optimizer.zero_grad()
@@ -187,18 +293,21 @@ def fit_lt(codes: torch.Tensor, labels: torch.Tensor, classifier: LatentAttribut
 def train_lt(data: Path, out: Path, classifier_dir: Path, *, steps: int = 1500,
              limit: int | None = None, holdout: int = 2000, batch: int = 256, hidden: int = 64,
              lr: float = 1e-3, lambda_attr: float = 1.0, lambda_rec: float = 10.0,
-             seed: int = 0, progress: bool = True) -> Path:
-    """Train the Latent Transformer editor on a CelebAMask-HQ folder's codes; save it to OUT/lt
-    with held-out metrics beside the linear editor's."""
+             seed: int = 0, progress: bool = True,
+             attribute_encoder: AttributeEncoder | None = None) -> Path:
+    """Train the Latent Transformer editor on a CelebAMask-HQ folder's clip codes (with
+    `attribute_encoder`'s values, if given: as the classifiers were); save it to OUT/lt with
+    held-out metrics beside the linear editor's."""
     classifier = load_classifier(classifier_dir)
-    train, held = labelled_codes(data, holdout, limit)
+    train, held = labelled_codes(data, holdout, limit, attribute_encoder)
     model = fit_lt(train.codes, train.labels, classifier, steps=steps, batch=batch,
                    hidden=hidden, lr=lr, lambda_attr=lambda_attr, lambda_rec=lambda_rec,
                    seed=seed, progress=progress)
     folder = out / "lt"
     model.save_pretrained(folder)
     settings = {"steps": steps, "batch": batch, "hidden": hidden, "lr": lr, "lambda_cls": 1.0,
-                "lambda_attr": lambda_attr, "lambda_rec": lambda_rec, "seed": seed}
+                "lambda_attr": lambda_attr, "lambda_rec": lambda_rec, "seed": seed,
+                "code_dim": train.codes.shape[1]}
     _write_metrics(folder, LatentTransformerEditor(model, classifier), classifier, train, held,
                    settings)
     return folder
@@ -210,7 +319,7 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier, *, cluste
            hidden: int = 128, lr: float = 1e-3, lambda_id: float = 100.0,
            lambda_faith: float = 1.0, lambda_gen: float = 1.0, faith_correlation: bool = False,
            seed: int = 0, progress: bool = True) -> tuple[S3Transform, float]:
-    """Train the S3Editor transforms on unlabelled codes (N, 128); returns them and the group
+    """Train the S3Editor transforms on unlabelled clip codes (N, D); returns them and the group
     sparsity reached.
 
     Self-training: each step draws codes, a seen attribute a and gamma ~ U(-1, 1), and trains
@@ -233,18 +342,23 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier, *, cluste
     labels), so that what comes with an attribute in real faces (bags under the eyes with
     age) may move with it; off, every other attribute counts fully, as in the paper.
     Sparsity: no groups are removed in the first 30% of steps (the transforms first learn),
-    the target is reached in 5 periods by 80%, and the rest fine-tunes the survivors.
+    the target is reached in 5 periods by 80%, and the rest fine-tunes the survivors (a run of
+    a few steps gets fewer periods, `GroupSparseOptimizer`).
+    L_id compares the identity parts (the first 128 values) only: the attribute part is the
+    faithfulness loss's business.
     """
     from rich.progress import Progress
 
     unknown = set(holdout_attrs) - set(classifier.config.attributes)
     if unknown:
         raise UsageError(f"unknown held-out attributes: {', '.join(sorted(unknown))}")
+    _check_dims(classifier, codes)
     classifier.requires_grad_(False)  # frozen: it grades the edits
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     attributes = list(classifier.config.attributes)
-    model = S3Transform(hidden=hidden, clusters=clusters, attributes=tuple(attributes))
+    model = S3Transform(dim=codes.shape[1], hidden=hidden, clusters=clusters,
+                        attributes=tuple(attributes))
     directions = F.normalize(classifier.linear.weight.detach(), dim=-1)
     seen = torch.tensor([a not in holdout_attrs for a in attributes])
     model.cluster_of, model.centroids = route_attributes(directions, seen, clusters, seed)
@@ -271,7 +385,7 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier, *, cluste
             edited = editor.edit_batch(z, attr, gamma)
             with torch.no_grad():
                 p0 = classifier(z).sigmoid()
-            loss = (lambda_id * identity_loss(edited, z)
+            loss = (lambda_id * identity_loss(edited[:, :IDENTITY_DIM], z[:, :IDENTITY_DIM])
                     + lambda_faith * faithfulness_loss(p0, classifier(edited).sigmoid(), attr,
                                                        gamma, faith_weight)
                     + lambda_gen * manifold_loss(classifier.normalize(edited), x, mean,
@@ -289,17 +403,18 @@ def train_s3(data: Path, out: Path, classifier_dir: Path, *, clusters: int = 5,
              limit: int | None = None, holdout: int = 2000, batch: int = 512, hidden: int = 128,
              lr: float = 1e-3, lambda_id: float = 100.0, lambda_faith: float = 1.0,
              lambda_gen: float = 1.0, faith_correlation: bool = False, seed: int = 0,
-             progress: bool = True) -> Path:
-    """Train the S3Editor transforms on a CelebAMask-HQ folder's codes (and, given `videos`,
-    codes of frames of the clips under it: unlabelled, which self-training allows); save them
-    to OUT/s3 with held-out metrics beside the linear editor's."""
+             progress: bool = True, attribute_encoder: AttributeEncoder | None = None) -> Path:
+    """Train the S3Editor transforms on a CelebAMask-HQ folder's clip codes (and, given
+    `videos`, codes of frames of the clips under it: unlabelled, which self-training allows),
+    with `attribute_encoder`'s values if given (as the classifiers were); save them to OUT/s3
+    with held-out metrics beside the linear editor's."""
     classifier = load_classifier(classifier_dir)
     holdout_attrs = [resolve_attribute(a) for a in holdout_attrs]
-    train, held = labelled_codes(data, holdout, limit)
+    train, held = labelled_codes(data, holdout, limit, attribute_encoder)
     pool = train.codes
     video_codes = 0
     if videos is not None:
-        extra = video_identity_codes(videos)
+        extra = video_identity_codes(videos, attribute_encoder=attribute_encoder)
         video_codes = len(extra)
         pool = torch.cat([pool, extra])
     model, reached = fit_s3(pool, classifier, clusters=clusters, sparsity=sparsity,
@@ -313,7 +428,8 @@ def train_s3(data: Path, out: Path, classifier_dir: Path, *, clusters: int = 5,
                 "self_training": self_training, "holdout_attrs": holdout_attrs,
                 "video_codes": video_codes, "steps": steps, "batch": batch, "hidden": hidden,
                 "lr": lr, "lambda_id": lambda_id, "lambda_faith": lambda_faith,
-                "lambda_gen": lambda_gen, "faith_correlation": faith_correlation, "seed": seed}
+                "lambda_gen": lambda_gen, "faith_correlation": faith_correlation, "seed": seed,
+                "code_dim": train.codes.shape[1]}
     attributes = list(classifier.config.attributes)
     clusters_of = {attr: int(k) for attr, k in zip(attributes, model.cluster_of, strict=True)}
     extra = {"group_sparsity": round(reached, 4), "cluster_of": clusters_of}
@@ -338,15 +454,20 @@ def _write_metrics(folder: Path, editor: Editor, classifier: LatentAttributeClas
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
 
-def video_identity_codes(videos_folder: Path, frames_per_clip: int = 8) -> torch.Tensor:
-    """L2-normalised identity codes (N, 128) of `frames_per_clip` evenly spaced frames of every
-    clip under a folder (the largest face of each frame; frames without a face are skipped).
+def video_identity_codes(videos_folder: Path, frames_per_clip: int = 8,
+                         attribute_encoder: AttributeEncoder | None = None) -> torch.Tensor:
+    """Clip codes (N, D) of `frames_per_clip` evenly spaced frames of every clip under a folder
+    (the largest face of each frame; frames without a face are skipped): the L2-normalised
+    identity code (N, 128), followed, given `attribute_encoder`, by its attribute values of the
+    aligned 128 px crop (N, 168).
 
-    Cached in $S3EDIT_CACHE/video-codes/, keyed by the clips' paths, sizes and times.
+    Cached in $S3EDIT_CACHE/video-codes/, keyed by the clips' paths, sizes and times (and the
+    sha256 of the encoder's weights).
     """
     import numpy as np
     from safetensors.torch import load_file, save_file
 
+    from s3edit.face.align import align_crop, square_from_landmarks
     from s3edit.face.identity import IdentityEncoder
     from s3edit.face.landmarks import FaceDetector
     from s3edit.video import probe, read_frames
@@ -354,11 +475,15 @@ def video_identity_codes(videos_folder: Path, frames_per_clip: int = 8) -> torch
     clips = sorted(p for p in Path(videos_folder).rglob("*")
                    if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
     stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in clips]
-    key = hashlib.sha256(json.dumps([frames_per_clip, stats]).encode()).hexdigest()[:16]
+    keyed: list = [frames_per_clip, stats]
+    if attribute_encoder is not None:
+        keyed.append(weights_key(attribute_encoder))
+    key = hashlib.sha256(json.dumps(keyed).encode()).hexdigest()[:16]
     path = cache_root() / "video-codes" / f"{key}.safetensors"
     if path.exists():
         return load_file(str(path))["codes"]
     embeddings = [torch.zeros(0, IDENTITY_DIM)]
+    attributes = [torch.zeros(0, ATTRIBUTE_DIM)]
     with FaceDetector(video=False) as detector:
         encoder = IdentityEncoder()
         for clip in clips:
@@ -374,7 +499,13 @@ def video_identity_codes(videos_folder: Path, frames_per_clip: int = 8) -> torch
                     if i >= max(wanted):
                         break
             embeddings.append(torch.from_numpy(encoder(images, lm68s)))
-    codes = identity_code(torch.cat(embeddings)).contiguous()
+            if attribute_encoder is not None and images:
+                crops = np.stack([align_crop(image, square_from_landmarks(lm68), 128)
+                                  for image, lm68 in zip(images, lm68s, strict=True)])
+                attributes.append(crop_attribute_codes(attribute_encoder,
+                                                       torch.from_numpy(crops)))
+    codes = clip_code(torch.cat(embeddings), None if attribute_encoder is None
+                      else torch.cat(attributes)).contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
     save_file({"codes": codes}, str(tmp))

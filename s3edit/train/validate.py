@@ -26,17 +26,19 @@ class ClipCrops:
 
     images: torch.Tensor  # (T, 3, R, R) in [-1, 1]
     landmarks: torch.Tensor  # (T, 102)
-    identity: torch.Tensor  # (128,)
+    clip_code: torch.Tensor  # (D,)
 
 
-def clip_crops(video: Path, resolution: int, max_frames: int | None = None) -> ClipCrops:
-    """Track and align a clip exactly as `s3edit apply` does."""
+def clip_crops(video: Path, resolution: int, max_frames: int | None = None,
+               attributes=None) -> ClipCrops:
+    """Track and align a clip exactly as `s3edit apply` does (`attributes`: the codec's)."""
     from s3edit.face.identity import IdentityEncoder
     from s3edit.pipeline import EditOptions, analyse_clip
     from s3edit.video import probe, read_frames
 
     info = probe(video)
-    clip = analyse_clip(info, EditOptions("Eyeglasses", 0), IdentityEncoder())
+    clip = analyse_clip(info, EditOptions("Eyeglasses", 0), IdentityEncoder(),
+                        attributes=attributes)
     crops, lms = [], []
     for t, frame in enumerate(read_frames(info)):
         if max_frames is not None and len(crops) >= max_frames:
@@ -47,7 +49,7 @@ def clip_crops(video: Path, resolution: int, max_frames: int | None = None) -> C
             lms.append(to_crop_coords(landmarks68(clip.track.mesh[t]), square, resolution)
                        / resolution)
     images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return ClipCrops(images, landmark_code(torch.from_numpy(np.stack(lms))), clip.identity)
+    return ClipCrops(images, landmark_code(torch.from_numpy(np.stack(lms))), clip.clip_code)
 
 
 @torch.no_grad()
@@ -75,8 +77,8 @@ def code_use(model: DiffusionFaceAutoencoder, held: FaceBatchSource,
     """
     generator = torch.Generator().manual_seed(seed)
     x0 = held.images[:count]
-    own = model.z_face(held.identity[:count], held.landmarks[:count])
-    swapped = model.z_face(held.identity[:count].roll(1, 0), held.landmarks[:count])
+    own = model.z_face(held.clip_code[:count], held.landmarks[:count])
+    swapped = model.z_face(held.clip_code[:count].roll(1, 0), held.landmarks[:count])
     alphas = model.schedulers()[0].alphas_cumprod
     result = {}
     for t in timesteps:
@@ -99,7 +101,7 @@ def identity_swap_strip(model: DiffusionFaceAutoencoder, clip: ClipCrops,
     from the same noise maps and landmarks."""
     pick = torch.linspace(0, len(clip.images) - 1, frames).long()
     x0, lms = clip.images[pick], clip.landmarks[pick]
-    z = model.z_face(clip.identity.expand(frames, -1), lms)
+    z = model.z_face(clip.clip_code.expand(frames, -1), lms)
     noise = model.invert(x0, z, steps, refine)
     rows = [x0, model.decode(noise, z, steps)]
     for other in others:
@@ -115,5 +117,40 @@ def sample_grid(model: DiffusionFaceAutoencoder, held: FaceBatchSource, steps: i
     ids = torch.randperm(len(held), generator=generator)[:count]
     res = model.config.resolution
     noise = torch.randn(count, 3, res, res, generator=generator)
-    z = model.z_face(held.identity[ids], held.landmarks[ids])
+    z = model.z_face(held.clip_code[ids], held.landmarks[ids])
     save_grid(model.decode(noise, z, steps, clip_sample=True), out, columns=8)
+
+
+@torch.no_grad()
+def attribute_edit(model: DiffusionFaceAutoencoder, held: FaceBatchSource, attr: str,
+                   value: float, classifier, steps: int, refine: int, count: int = 32,
+                   out: Path | None = None, guidance: float = 1.0) -> dict[str, float]:
+    """Edit held-out faces without `attr` by setting its entry of the clip code to `value`
+    (labels are -1/+1), from their own inverted noise maps, and grade the result with the
+    image classifier (`classifier`, never the attribute encoder the codes come from).
+
+    Returns the mean probability before and after, and the share of faces that go from under
+    0.1 to over 0.7: the rate of edits that succeed.
+    """
+    from s3edit.edit.attributes import ATTRIBUTES
+    from s3edit.model.codes import IDENTITY_DIM
+    from s3edit.pipeline import to_uint8
+
+    column = ATTRIBUTES.index(attr)
+    ids = torch.nonzero(held.labels[:, column] < 0.5).flatten()[:count]
+    x0, code, lms = held.images[ids], held.clip_code[ids], held.landmarks[ids]
+    edited_code = code.clone()
+    edited_code[:, IDENTITY_DIM + column] = value
+    z = model.z_face(code, lms)
+    noise = model.invert(x0, z, steps, refine)
+    edited = model.decode(noise, model.z_face(edited_code, lms), steps, reference=z,
+                          guidance=guidance)
+    index = classifier.index(attr)
+    before = classifier.probabilities(to_uint8(x0))[:, index]
+    after = classifier.probabilities(to_uint8(edited))[:, index]
+    if out is not None:
+        save_grid(torch.cat([x0[:8], edited[:8]]), out, columns=8)
+    was_without = before < 0.1
+    return {"faces": len(ids), "before": float(before.mean()), "after": float(after.mean()),
+            "success_rate": float((after[was_without] > 0.7).mean()) if was_without.any()
+            else float("nan")}
