@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from common import default_data_dir, resolve_video
 
-from s3edit.cli import load_models
+from s3edit.cli import DEFAULT_GUIDANCE, load_models
 from s3edit.edit.base import Editor
 from s3edit.edit.classifier import LatentAttributeClassifier
 from s3edit.edit.linear import LinearEditor
@@ -184,7 +184,7 @@ def main() -> None:
     p.add_argument("--every", type=int, default=2, help="measure every N-th frame")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--refine", type=int, default=3)
-    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     p.add_argument("--weights", type=Path, default=default_weights_dir())
     p.add_argument("--expressions", action="store_true",
                    help="edit expression attributes through the landmark codes, as apply does")
@@ -231,7 +231,7 @@ def main() -> None:
                        "frames": info.frame_count, "edit_seconds": round(edit_seconds, 2),
                        "shared_seconds": round(shared_seconds, 2),
                        **success(result, scale),
-                       **{k: result[k] for k in (*METRICS, "pixel_change", "attribute_changes")}}
+                       **{k: result[k] for k in (*COMPARED, "pixel_change", "attribute_changes")}}
                 rows.append(row)
                 with rows_file.open("a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -52,6 +52,7 @@ GUIDANCE_HELP = ("Edit guidance: each decoding step moves this many times as far
 
 class Blend(str, Enum):
     residual = "residual"
+    residual_decoded = "residual-decoded"
     plain = "plain"
 
 
@@ -195,8 +196,10 @@ def apply(
     refine: Annotated[int, typer.Option(min=0, max=20, help=REFINE_HELP)] = DEFAULT_REFINE,
     guidance: Annotated[float, typer.Option(min=0, max=20, help=GUIDANCE_HELP)]
     = DEFAULT_GUIDANCE,
-    blend: Annotated[Blend, typer.Option(help="residual: add the edit's change onto the "
-                     "original face (keeps detail); plain: paste the decoded face.")]
+    blend: Annotated[Blend, typer.Option(help="residual: add the edit's change (edit minus "
+                     "the input crop) onto the original face, keeping its detail; "
+                     "residual-decoded: the change from the decoded reconstruction instead "
+                     "(one more decode a frame); plain: paste the decoded face.")]
     = Blend.residual,
     face_index: Annotated[int | None, typer.Option(min=0, help="Face to edit, numbered left "
                           "to right on the first frame with faces (default: the largest).")]

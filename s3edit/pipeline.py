@@ -42,7 +42,7 @@ def no_progress(stage: str, total: int) -> Callable[[int], None]:
 class EditOptions:
     attr: str
     scale: float
-    blend: str = "residual"  # or "plain"
+    blend: str = "residual"  # or "residual-decoded" or "plain"
     face_index: int | None = None
     batch_size: int = 8
     identity_frames: int = 16
@@ -174,9 +174,16 @@ class Pipeline:
             out = to_uint8(self.codec.decode(latents, edit.identity, edit.landmarks(landmarks),
                                              reference=(clip.clip_code, landmarks)))
             recon = None
-            if self.options.blend == "residual":
-                recon = to_uint8(self.codec.decode(latents, clip.clip_code, landmarks)) \
-                    if edit.changes(clip.clip_code) else out
+            if self.options.blend == "plain":
+                pass
+            elif not edit.changes(clip.clip_code):
+                recon = out  # nothing to add: the frame stays as it was
+            elif self.options.blend == "residual":
+                # Inversion and decoding are exact reverses (about 40 dB), so the input crop
+                # stands in for the decoded reconstruction and saves its network passes.
+                recon = crops
+            elif self.options.blend == "residual-decoded":
+                recon = to_uint8(self.codec.decode(latents, clip.clip_code, landmarks))
             for i, (t, frame) in enumerate(todo):
                 mask = face_mask(track.mesh[t], frame.shape[:2], attr=self.options.attr)
                 edited[t] = paste_back(frame, out[i], track.squares[t], mask,

@@ -93,8 +93,11 @@ def test_smiling_moves_the_landmarks_and_the_face_smiles(run_s3edit, short_clip,
     from s3edit.metrics.evaluate import evaluate_pair
 
     out = tmp_path / "smile.mp4"
+    # At 3 steps the round trip is far from exact, so the change is taken from the decoded
+    # reconstruction rather than from the input crop.
     proc = run_s3edit("apply", short_clip, "-o", out, "--attr", "smiling", "--scale", "1.5",
-                      "--steps", "3", "--device", "cpu", "-q", timeout=600)
+                      "--steps", "3", "--blend", "residual-decoded", "--device", "cpu", "-q",
+                      timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = evaluate_pair(short_clip, out, "Smiling", every=4)
     assert result["target_change"] > 0.1

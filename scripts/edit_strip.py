@@ -1,0 +1,98 @@
+"""A picture of what the edits do: clips (rows) x original and one edit per attribute (columns).
+
+Each cell is one frame of the clip as `s3edit apply` writes it (the edit decoded, its change
+added onto the frame through the soft face mask), cut around the face. Example:
+
+    python scripts/edit_strip.py --clips CLIP1 CLIP2 CLIP3 --out docs/edit-strip.png \
+        --edit eyeglasses:0.6 --edit blond_hair:0.6 --edit smiling:1.5 --edit young:-0.6
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from s3edit.cli import DEFAULT_GUIDANCE, load_models
+from s3edit.edit.attributes import resolve_attribute
+from s3edit.edit.expression import edit_codes
+from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
+from s3edit.face.identity import IdentityEncoder
+from s3edit.face.landmarks import FaceDetector
+from s3edit.face.mask import face_mask
+from s3edit.face.paste import paste_back
+from s3edit.model.codes import clip_code, landmark_code
+from s3edit.pipeline import ATTRIBUTE_CROP, to_uint8
+from s3edit.video import probe, read_frames
+
+CELL = 256
+
+
+def frame_at(video: Path, index: int) -> np.ndarray:
+    info = probe(video)
+    index = min(index, info.frame_count - 1)
+    return next(f for t, f in enumerate(read_frames(info)) if t == index)
+
+
+def face_cell(frame: np.ndarray, square: np.ndarray) -> np.ndarray:
+    """The frame around the face: the alignment square grown by half, at CELL px."""
+    grown = np.array(square, np.float64)
+    grown[1:] *= 1.5  # rows: centre, x half-axis, y half-axis (vectors)
+    return align_crop(frame, grown, CELL)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clips", type=Path, nargs="+", required=True)
+    p.add_argument("--edit", action="append", required=True, help="ATTR:SCALE")
+    p.add_argument("--frame", type=int, default=30)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--editor", default="s3")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--weights", type=Path, default=None)
+    args = p.parse_args()
+    edits = [(resolve_attribute(e.split(":")[0]), float(e.split(":")[1])) for e in args.edit]
+    codec, editor, expressions = load_models(args.weights, "cpu", 10, 3, False, args.editor,
+                                             args.guidance)
+    identity_encoder, size = IdentityEncoder(), codec.resolution
+    rows = []
+    with FaceDetector(video=False) as detect:
+        for clip in args.clips:
+            frame = frame_at(clip, args.frame)
+            face = max(detect(frame), key=lambda f: f.area)
+            square = square_from_landmarks(face.lm68)
+            attributes = None
+            if codec.attributes is not None:
+                big = align_crop(frame, square, ATTRIBUTE_CROP)
+                attributes = codec.attributes(torch.from_numpy(big).permute(2, 0, 1)[None]
+                                              .float() / 127.5 - 1)[0]
+            code = clip_code(torch.from_numpy(identity_encoder([frame], [face.lm68])[0]),
+                             attributes)
+            landmarks = landmark_code(torch.from_numpy(
+                to_crop_coords(face.lm68, square, size) / size))[None]
+            x0 = torch.from_numpy(align_crop(frame, square, size)).permute(2, 0, 1)[None]
+            latents = codec.encode(x0.float() / 127.5 - 1, code, landmarks)
+            recon = to_uint8(codec.decode(latents, code, landmarks))[0]
+            cells = [face_cell(frame, square)]
+            for attr, scale in edits:
+                edit = edit_codes(editor, expressions, code, attr, scale)
+                out = to_uint8(codec.decode(latents, edit.identity, edit.landmarks(landmarks),
+                                            reference=(code, landmarks)))[0]
+                mask = face_mask(face.mesh, frame.shape[:2], attr=attr)
+                cells.append(face_cell(paste_back(frame, out, square, mask,
+                                                  reconstructed_crop=recon), square))
+            rows.append(np.hstack(cells))
+    strip = np.vstack(rows)
+    labels = ["original"] + [f"{a} {s:+g}" for a, s in edits]
+    for i, label in enumerate(labels):
+        cv2.putText(strip, label, (i * CELL + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.imwrite(str(args.out), strip[:, :, ::-1])
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
