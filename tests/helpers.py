@@ -1,8 +1,10 @@
 """Small helpers the test modules share (pytest puts tests/ on sys.path)."""
 
 import base64
+import shutil
 import subprocess
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -49,3 +51,16 @@ def smooth_image(h: int, w: int) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     channels = [128 + 90 * np.sin(x / 37 + k) * np.cos(y / 29 - k) for k in range(3)]
     return np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8)
+
+
+def celeba_subset(celeba: Path, data: Path, count: int = 16) -> Path:
+    """The first `count` faces of a CelebAMask-HQ folder with their labels, copied to `data`."""
+    (data / "CelebA-HQ-img").mkdir(parents=True, exist_ok=True)
+    names = [f"{i}.jpg" for i in range(count)]
+    for name in names:
+        shutil.copy(celeba / "CelebA-HQ-img" / name, data / "CelebA-HQ-img" / name)
+    lines = (celeba / "CelebAMask-HQ-attribute-anno.txt").read_text().splitlines()
+    rows = [line for line in lines[2:] if line.split()[0] in names]
+    (data / "CelebAMask-HQ-attribute-anno.txt").write_text(
+        "\n".join([str(len(rows)), lines[1], *rows]) + "\n")
+    return data

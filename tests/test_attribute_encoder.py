@@ -1,13 +1,13 @@
 """The image attribute encoder of the conditioning code and its training run."""
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import celeba_subset
 
 from s3edit.errors import UsageError
 from s3edit.face.attributes import AttributeEncoder
@@ -97,16 +97,7 @@ def tiny_celeba(shared_data: Path, tmp_path_factory) -> Path:
     celeba = shared_data / "CelebAMask-HQ-128"
     if not celeba.is_dir():
         pytest.skip(f"{celeba} not found")
-    data = tmp_path_factory.mktemp("celeba")
-    (data / "CelebA-HQ-img").mkdir()
-    names = [f"{i}.jpg" for i in range(16)]
-    for name in names:
-        shutil.copy(celeba / "CelebA-HQ-img" / name, data / "CelebA-HQ-img" / name)
-    lines = (celeba / "CelebAMask-HQ-attribute-anno.txt").read_text().splitlines()
-    rows = [line for line in lines[2:] if line.split()[0] in names]
-    (data / "CelebAMask-HQ-attribute-anno.txt").write_text(
-        "\n".join([str(len(rows)), lines[1], *rows]) + "\n")
-    return data
+    return celeba_subset(celeba, tmp_path_factory.mktemp("celeba"))
 
 
 def tiny_config(data: Path, out: Path, **changes) -> AttributeEncoderTrainConfig:

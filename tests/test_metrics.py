@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import real_mesh, smooth_image
+from helpers import celeba_subset, real_mesh, smooth_image
 
 from s3edit.errors import UsageError
 from s3edit.face.mask import region_mask
@@ -142,15 +142,7 @@ def test_train_image_classifier_runs(shared_data: Path, tmp_path: Path,
     celeba = shared_data / "CelebAMask-HQ-128"
     if not celeba.is_dir():
         pytest.skip(f"{celeba} not found")
-    data = tmp_path / "celeba"
-    (data / "CelebA-HQ-img").mkdir(parents=True)
-    names = [f"{i}.jpg" for i in range(16)]
-    for name in names:
-        shutil.copy(celeba / "CelebA-HQ-img" / name, data / "CelebA-HQ-img" / name)
-    lines = (celeba / "CelebAMask-HQ-attribute-anno.txt").read_text().splitlines()
-    rows = [line for line in lines[2:] if line.split()[0] in names]
-    (data / "CelebAMask-HQ-attribute-anno.txt").write_text(
-        "\n".join([str(len(rows)), lines[1], *rows]) + "\n")
+    data = celeba_subset(celeba, tmp_path / "celeba")
     monkeypatch.setenv("S3EDIT_CACHE", str(tmp_path / "cache"))
 
     folder = train_image_classifier(data, tmp_path / "out", steps=3, batch_size=4,
