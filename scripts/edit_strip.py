@@ -73,17 +73,18 @@ def main() -> None:
                              attributes)
             landmarks = landmark_code(torch.from_numpy(
                 to_crop_coords(face.lm68, square, size) / size))[None]
-            x0 = torch.from_numpy(align_crop(frame, square, size)).permute(2, 0, 1)[None]
-            latents = codec.encode(x0.float() / 127.5 - 1, code, landmarks)
-            recon = to_uint8(codec.decode(latents, code, landmarks))[0]
+            crop = align_crop(frame, square, size)
+            x0 = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
+            latents = codec.encode(x0, code, landmarks)
             cells = [face_cell(frame, square)]
             for attr, scale in edits:
                 edit = edit_codes(editor, expressions, code, attr, scale)
                 out = to_uint8(codec.decode(latents, edit.identity, edit.landmarks(landmarks),
                                             reference=(code, landmarks)))[0]
                 mask = face_mask(face.mesh, frame.shape[:2], attr=attr)
+                # As apply's default --blend residual: the change against the input crop.
                 cells.append(face_cell(paste_back(frame, out, square, mask,
-                                                  reconstructed_crop=recon), square))
+                                                  reconstructed_crop=crop), square))
             rows.append(np.hstack(cells))
     strip = np.vstack(rows)
     labels = ["original"] + [f"{a} {s:+g}" for a, s in edits]
