@@ -85,41 +85,55 @@ class ClipAnalysis:
 ATTRIBUTE_CROP = 128
 
 
+class ClipCodeSampler:
+    """The clip code of a face seen on a few frames: the mean of its L2-normalised identity
+    embeddings and, given `attributes` (aligned crops in [-1, 1] -> (N, 40) values), the mean
+    attribute values of its crops. Keeps only embeddings and small crops, not frames."""
+
+    def __init__(self, identity_encoder: IdentityEncoder,
+                 attributes: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.identity_encoder = identity_encoder
+        self.attributes = attributes
+        self.embeddings: list[np.ndarray] = []
+        self.crops: list[np.ndarray] = []
+
+    def add(self, frame: np.ndarray, lm68: np.ndarray) -> None:
+        self.embeddings.append(self.identity_encoder([frame], [lm68])[0])
+        if self.attributes is not None:
+            self.crops.append(align_crop(frame, square_from_landmarks(lm68), ATTRIBUTE_CROP))
+
+    def clip_code(self) -> torch.Tensor:
+        mean = identity_code(torch.from_numpy(np.asarray(self.embeddings))).mean(0)
+        values = None
+        if self.attributes is not None:
+            crops = torch.from_numpy(np.stack(self.crops)).permute(0, 3, 1, 2).float()
+            values = self.attributes(crops / 127.5 - 1).mean(0)
+        return clip_code(mean, values)
+
+
 def analyse_clip(info: VideoInfo, opts: EditOptions, identity_encoder: IdentityEncoder,
                  progress: ProgressHook = no_progress,
-                 attributes: Callable[[torch.Tensor], torch.Tensor | None] | None = None
+                 attributes: Callable[[torch.Tensor], torch.Tensor] | None = None
                  ) -> ClipAnalysis:
-    """Pass 1: track one face through the clip and average its identity embedding and, when
-    `attributes` is given (aligned crops in [-1, 1] -> (N, 40) values), its attributes."""
+    """Pass 1: track one face through the clip and sample its clip code on a few evenly
+    spread frames (see `ClipCodeSampler`)."""
     stride = max(1, info.frame_count // opts.identity_frames)
     tracker = FaceTracker(face_index=opts.face_index)
-    embeddings, crops = [], []
-
-    def sample(frame: np.ndarray, lm68: np.ndarray) -> None:
-        embeddings.append(identity_encoder([frame], [lm68])[0])
-        if attributes is not None:
-            crops.append(align_crop(frame, square_from_landmarks(lm68), ATTRIBUTE_CROP))
-
+    sampler = ClipCodeSampler(identity_encoder, attributes)
     advance = progress("tracking face", info.frame_count)
     with FaceDetector(video=True) as detect:
         for t, frame in enumerate(read_frames(info)):
             face = tracker.update(detect(frame))
             if face is not None and t % stride == 0:
-                sample(frame, face.lm68)
+                sampler.add(frame, face.lm68)
             advance(1)
     track = tracker.finish(max_gap=opts.max_gap, sigma_centre=opts.sigma_centre,
                            sigma_xy=opts.sigma_xy)
-    if not embeddings:  # the face showed only between the sampled frames: use its first frame
+    if not sampler.embeddings:  # the face showed only between the sampled frames: use its first
         first = int(np.flatnonzero(track.valid)[0])
         frame = next(f for t, f in enumerate(read_frames(info)) if t == first)
-        sample(frame, landmarks68(track.mesh[first]))
-    mean = identity_code(torch.from_numpy(np.asarray(embeddings))).mean(0)
-    values = None
-    if attributes is not None:
-        values = attributes(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
-                            / 127.5 - 1)
-    return ClipAnalysis(track=track,
-                        clip_code=clip_code(mean, None if values is None else values.mean(0)))
+        sampler.add(frame, landmarks68(track.mesh[first]))
+    return ClipAnalysis(track=track, clip_code=sampler.clip_code())
 
 
 class Pipeline:

@@ -15,8 +15,8 @@ from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector
 from s3edit.model.codec import FaceCodec
-from s3edit.model.codes import clip_code, landmark_code
-from s3edit.pipeline import ATTRIBUTE_CROP, to_uint8
+from s3edit.model.codes import landmark_code
+from s3edit.pipeline import ClipCodeSampler, to_uint8
 from s3edit.video import probe, read_frames
 
 PANEL = 256
@@ -37,13 +37,9 @@ def render_preview(video: Path, frame_number: int, attr: str, scale: float, code
     face = max(faces, key=lambda f: f.area)
     square = square_from_landmarks(face.lm68)
     size = codec.resolution
-    embedding = torch.from_numpy(IdentityEncoder()([frame], [face.lm68])[0])
-    attributes = None
-    if codec.attributes is not None:
-        big = align_crop(frame, square, ATTRIBUTE_CROP)
-        attributes = codec.attributes(torch.from_numpy(big).permute(2, 0, 1)[None].float()
-                                      / 127.5 - 1)[0]
-    identity = clip_code(embedding, attributes)
+    sampler = ClipCodeSampler(IdentityEncoder(), codec.attributes)
+    sampler.add(frame, face.lm68)
+    identity = sampler.clip_code()
     crop = align_crop(frame, square, size)
     landmarks = landmark_code(torch.from_numpy(to_crop_coords(face.lm68, square, size) / size))
     x0 = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1

@@ -24,8 +24,8 @@ from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector
 from s3edit.face.mask import face_mask
 from s3edit.face.paste import paste_back
-from s3edit.model.codes import clip_code, landmark_code
-from s3edit.pipeline import ATTRIBUTE_CROP, to_uint8
+from s3edit.model.codes import landmark_code
+from s3edit.pipeline import ClipCodeSampler, to_uint8
 from s3edit.video import probe, read_frames
 
 CELL = 256
@@ -64,13 +64,9 @@ def main() -> None:
             frame = frame_at(clip, args.frame)
             face = max(detect(frame), key=lambda f: f.area)
             square = square_from_landmarks(face.lm68)
-            attributes = None
-            if codec.attributes is not None:
-                big = align_crop(frame, square, ATTRIBUTE_CROP)
-                attributes = codec.attributes(torch.from_numpy(big).permute(2, 0, 1)[None]
-                                              .float() / 127.5 - 1)[0]
-            code = clip_code(torch.from_numpy(identity_encoder([frame], [face.lm68])[0]),
-                             attributes)
+            sampler = ClipCodeSampler(identity_encoder, codec.attributes)
+            sampler.add(frame, face.lm68)
+            code = sampler.clip_code()
             landmarks = landmark_code(torch.from_numpy(
                 to_crop_coords(face.lm68, square, size) / size))[None]
             crop = align_crop(frame, square, size)

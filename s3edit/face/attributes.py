@@ -18,6 +18,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from s3edit.edit.attributes import ATTRIBUTES
+from s3edit.model.codes import attribute_code
 
 
 def area_resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -99,7 +100,7 @@ class AttributeEncoder(ModelMixin, ConfigMixin):
         training = self.training
         self.eval()  # running BatchNorm statistics: a crop's code must not depend on its batch
         both = torch.cat([crops, crops.flip(-1)])
-        codes = 2 * torch.sigmoid(self(both).float()) - 1
+        codes = attribute_code(torch.sigmoid(self(both).float()))
         self.train(training)
         return 0.5 * (codes[:len(crops)] + codes[len(crops):])
 
