@@ -7,12 +7,9 @@ import shutil
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from s3edit.errors import S3EditError
-
-if TYPE_CHECKING:
-    from s3edit.video.probe import VideoInfo
+from s3edit.video.info import VideoInfo
 
 
 @lru_cache(maxsize=1)

@@ -13,40 +13,10 @@ from pathlib import Path
 from s3edit.errors import VideoError
 from s3edit.video import binaries
 from s3edit.video.binaries import decode_command, error_reason, ffmpeg_exe
+from s3edit.video.info import VideoInfo
 
 # Above this r_frame_rate is a timebase artefact (e.g. 1000/1 in webm), not a frame rate.
 _MAX_PLAUSIBLE_FPS = 120
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the rest of s3edit needs to know about an input video.
-
-    `rotation` is the clockwise angle (0/90/180/270) a player turns the coded picture to show
-    it; `display_width/height` are the size after that turn, which is the size of every frame
-    `read_frames` yields. `fps` is exact. For variable-frame-rate input (`vfr`), `read_frames`
-    resamples to `fps` so frames are evenly spaced and stay in sync with the audio, and
-    `frame_count` counts the resampled frames.
-    """
-
-    path: Path
-    width: int
-    height: int
-    rotation: int
-    display_width: int
-    display_height: int
-    fps: Fraction
-    frame_count: int
-    duration: float
-    has_audio: bool
-    codec: str
-    vfr: bool = False
-    stream_index: int = 0
-
-    @property
-    def frame_shape(self) -> tuple[int, int, int]:
-        """Shape of one RGB frame in display orientation."""
-        return (self.display_height, self.display_width, 3)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import numpy as np
 
 from s3edit.errors import VideoError
 from s3edit.video.binaries import decode_command, error_reason
-from s3edit.video.probe import VideoInfo
+from s3edit.video.info import VideoInfo
 
 
 def read_frames(info: VideoInfo) -> Iterator[np.ndarray]:
