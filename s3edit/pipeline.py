@@ -1,4 +1,7 @@
-"""The one place that knows the order of the stages.
+"""The one place that knows the order of the stages, and the library's way in.
+
+    pipeline = Pipeline.from_weights(device="cpu")
+    pipeline.run("in.mp4", "out.mp4", EditOptions("eyeglasses", 0.6))
 
 Pass 1 streams the video through the face detector and tracker (landmarks only are kept) and
 embeds the identity, and with a model that reads them the attributes, on a few evenly spread
@@ -10,8 +13,10 @@ the encoder.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,39 +25,35 @@ import torch
 
 from s3edit.edit.base import Editor
 from s3edit.edit.expression import CodeEdit, ExpressionDirections, edit_codes
-from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
+from s3edit.edit.loading import UntrainedEditor, load_editor, load_expressions
+from s3edit.errors import S3EditError, UsageError
+from s3edit.face.align import align_crop, square_from_landmarks
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector, landmarks68
 from s3edit.face.mask import face_mask
 from s3edit.face.paste import paste_back
 from s3edit.face.track import FaceTrack, FaceTracker
-from s3edit.model.codec import FaceCodec
-from s3edit.model.codes import clip_code, identity_code, landmark_code
+from s3edit.model.codes import clip_code, identity_code
+from s3edit.model.face_model import FaceModel, load_face_model
+from s3edit.model.inputs import ModelInput, model_input, to_model_range, to_uint8
+from s3edit.options import (
+    DEFAULT_EDITOR,
+    DEFAULT_GUIDANCE,
+    DEFAULT_REFINE,
+    DEFAULT_STEPS,
+    EDITORS,
+    EditOptions,
+)
+from s3edit.progress import ProgressHook, no_progress
 from s3edit.video import VideoInfo, VideoWriter, probe, read_frames
 
-# Stage name, total units -> a function that advances that stage by n units.
-ProgressHook = Callable[[str, int], Callable[[int], None]]
+# Stage name -> a context manager around that stage's work: bench/pipeline_stages.py times the
+# stages through it; by default it does nothing.
+StageTimer = Callable[[str], AbstractContextManager]
 
 
-def no_progress(stage: str, total: int) -> Callable[[int], None]:
-    return lambda n: None
-
-
-@dataclass
-class EditOptions:
-    attr: str
-    scale: float
-    blend: str = "residual"  # or "residual-decoded" or "plain"
-    face_index: int | None = None
-    batch_size: int = 8
-    identity_frames: int = 16
-    max_gap: int = 8
-    sigma_centre: float = 1.0
-    sigma_xy: float = 3.0
-    crf: int = 18
-    codec: str = "libx264"
-    audio: bool = True
-    overwrite: bool = False
+def untimed(stage: str) -> AbstractContextManager:
+    return nullcontext()
 
 
 @dataclass
@@ -106,46 +107,56 @@ class ClipCodeSampler:
         mean = identity_code(torch.from_numpy(np.asarray(self.embeddings))).mean(0)
         values = None
         if self.attributes is not None:
-            crops = torch.from_numpy(np.stack(self.crops)).permute(0, 3, 1, 2).float()
-            values = self.attributes(crops / 127.5 - 1).mean(0)
+            values = self.attributes(to_model_range(np.stack(self.crops))).mean(0)
         return clip_code(mean, values)
 
 
-def analyse_clip(info: VideoInfo, opts: EditOptions, identity_encoder: IdentityEncoder,
-                 progress: ProgressHook = no_progress,
-                 attributes: Callable[[torch.Tensor], torch.Tensor] | None = None
-                 ) -> ClipAnalysis:
-    """Pass 1: track one face through the clip and sample its clip code on a few evenly
-    spread frames (see `ClipCodeSampler`)."""
-    stride = max(1, info.frame_count // opts.identity_frames)
-    tracker = FaceTracker(face_index=opts.face_index)
-    sampler = ClipCodeSampler(identity_encoder, attributes)
-    advance = progress("tracking face", info.frame_count)
-    with FaceDetector(video=True) as detect:
-        for t, frame in enumerate(read_frames(info)):
-            face = tracker.update(detect(frame))
-            if face is not None and t % stride == 0:
-                sampler.add(frame, face.lm68)
-            advance(1)
-    track = tracker.finish(max_gap=opts.max_gap, sigma_centre=opts.sigma_centre,
-                           sigma_xy=opts.sigma_xy)
-    if not sampler.embeddings:  # the face showed only between the sampled frames: use its first
-        first = int(np.flatnonzero(track.valid)[0])
-        frame = next(f for t, f in enumerate(read_frames(info)) if t == first)
-        sampler.add(frame, landmarks68(track.mesh[first]))
-    return ClipAnalysis(track=track, clip_code=sampler.clip_code())
+@dataclass
+class Batch:
+    """Frames of pass 2 on their way to the writer; `todo` are those with a tracked face."""
+
+    frames: list[tuple[int, np.ndarray]]
+    todo: list[tuple[int, np.ndarray]]
+    inputs: ModelInput | None = None
+    edited: np.ndarray | None = None  # (N, R, R, 3) uint8 decoded edits of `todo`
+    reference: np.ndarray | None = None  # what the edit's change is taken against (residual)
 
 
 class Pipeline:
-    def __init__(self, codec: FaceCodec, editor: Editor, options: EditOptions,
-                 progress: ProgressHook = no_progress,
-                 expressions: ExpressionDirections | None = None):
-        self.codec = codec
+    """A loaded model, editor and expression directions, which edit any number of videos."""
+
+    def __init__(self, model: FaceModel, editor: Editor,
+                 expressions: ExpressionDirections | None = None,
+                 progress: ProgressHook = no_progress, timer: StageTimer = untimed):
+        self.model = model
         self.editor = editor
         self.expressions = expressions
-        self.options = options
         self.progress = progress
+        self.timer = timer
         self._identity_encoder: IdentityEncoder | None = None
+
+    @classmethod
+    def from_weights(cls, folder: str | os.PathLike[str] | None = None, *,
+                     editor: str = DEFAULT_EDITOR, steps: int = DEFAULT_STEPS,
+                     refine: int = DEFAULT_REFINE, guidance: float = DEFAULT_GUIDANCE,
+                     device: str = "auto", no_model: bool = False,
+                     progress: ProgressHook = no_progress) -> Pipeline:
+        """Load a weights folder (default: the bundled weights/, or $S3EDIT_WEIGHTS).
+
+        `editor` moves the clip code (linear, lt or s3); `steps` and `refine` set DDIM
+        inversion and decoding, `guidance` the edit guidance; `no_model` skips the autoencoder
+        (tracking, alignment and paste-back only).
+        """
+        from s3edit.weights import default_weights_dir
+
+        if editor not in EDITORS:
+            raise UsageError(f"unknown editor {editor!r}: choose from {', '.join(EDITORS)}")
+        path = Path(folder) if folder is not None else default_weights_dir()
+        if not path.is_dir():
+            raise S3EditError(f"weights folder {path} does not exist")
+        model = load_face_model(path, steps=steps, refine=refine, guidance=guidance,
+                                device=device, no_model=no_model)
+        return cls(model, load_editor(path, editor), load_expressions(path), progress)
 
     @property
     def identity_encoder(self) -> IdentityEncoder:
@@ -153,81 +164,179 @@ class Pipeline:
             self._identity_encoder = IdentityEncoder()
         return self._identity_encoder
 
-    def analyse(self, info: VideoInfo) -> ClipAnalysis:
-        return analyse_clip(info, self.options, self.identity_encoder, self.progress,
-                            self.codec.attributes)
+    def check_edit(self, options: EditOptions) -> None:
+        """Fail before any video is read, saying why, when the edit needs an identity editor
+        whose weights are absent (an expression moves the landmarks instead; scale 0 needs
+        no editor)."""
+        is_expression = (self.expressions is not None
+                         and self.expressions.offset(options.attr, 1.0) is not None)
+        if options.scale and not is_expression and isinstance(self.editor, UntrainedEditor):
+            self.editor.edit(torch.zeros(0), options.attr, options.scale)  # raises, saying why
 
-    def render(self, info: VideoInfo, clip: ClipAnalysis, writer: VideoWriter) -> None:
-        """Pass 2: edit every tracked frame and write the video."""
-        opts = self.options
-        edit = edit_codes(self.editor, self.expressions, clip.clip_code, opts.attr, opts.scale)
-        advance = self.progress("editing frames", info.frame_count)
-        pending: list[tuple[int, np.ndarray]] = []
-        with writer:
-            for t, frame in enumerate(read_frames(info)):
-                pending.append((t, frame))
-                if sum(clip.track.valid[i] for i, _ in pending) >= opts.batch_size:
-                    self._flush(pending, clip, edit, writer)
-                    advance(len(pending))
-                    pending = []
-            self._flush(pending, clip, edit, writer)
-            advance(len(pending))
+    def invert_face(self, frame: np.ndarray, lm68: np.ndarray
+                    ) -> tuple[torch.Tensor, ModelInput, torch.Tensor]:
+        """One frame's face on its own (preview, figures): the clip code of this frame alone,
+        the model input and the latents."""
+        sampler = ClipCodeSampler(self.identity_encoder, self.model.attributes)
+        sampler.add(frame, lm68)
+        code = sampler.clip_code()
+        inputs = model_input([frame], [square_from_landmarks(lm68)], [lm68],
+                             self.model.resolution)
+        return code, inputs, self.model.encode(inputs.images, code, inputs.landmarks)
 
-    def _flush(self, pending: list[tuple[int, np.ndarray]], clip: ClipAnalysis,
-               edit: CodeEdit, writer: VideoWriter) -> None:
-        track, size = clip.track, self.codec.resolution
-        todo = [(t, frame) for t, frame in pending if track.valid[t]]
-        edited: dict[int, np.ndarray] = {}
-        if todo:
-            crops = np.stack([align_crop(frame, track.squares[t], size) for t, frame in todo])
-            lm = np.stack([to_crop_coords(landmarks68(track.mesh[t]), track.squares[t], size)
-                           for t, _ in todo]) / size
-            landmarks = landmark_code(torch.from_numpy(lm))
-            x0 = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1
-            latents = self.codec.encode(x0, clip.clip_code, landmarks)
-            out = to_uint8(self.codec.decode(latents, edit.identity, edit.landmarks(landmarks),
-                                             reference=(clip.clip_code, landmarks)))
-            recon = None
-            if self.options.blend == "plain":
-                pass
-            elif not edit.changes(clip.clip_code):
-                recon = out  # nothing to add: the frame stays as it was
-            elif self.options.blend == "residual":
-                # Inversion and decoding are exact reverses (about 40 dB), so the input crop
-                # stands in for the decoded reconstruction and saves its network passes.
-                recon = crops
-            elif self.options.blend == "residual-decoded":
-                recon = to_uint8(self.codec.decode(latents, clip.clip_code, landmarks))
-            for i, (t, frame) in enumerate(todo):
-                mask = face_mask(track.mesh[t], frame.shape[:2], attr=self.options.attr)
-                edited[t] = paste_back(frame, out[i], track.squares[t], mask,
-                                       reconstructed_crop=None if recon is None else recon[i])
-        for t, frame in pending:
-            writer.write(edited.get(t, frame))
+    def decode_face(self, code: torch.Tensor, inputs: ModelInput, latents: torch.Tensor,
+                    attr: str, scale: float) -> np.ndarray:
+        """`invert_face`'s face decoded under an edit, (R, R, 3) uint8; scale 0 reconstructs."""
+        edit = edit_codes(self.editor, self.expressions, code, attr, scale)
+        landmarks = inputs.landmarks
+        reference = (code, landmarks) if edit.changes(code) else None
+        return to_uint8(self.model.decode(latents, edit.identity, edit.landmarks(landmarks),
+                                          reference=reference))[0]
 
-    def run(self, input_path: Path, output_path: Path) -> EditResult:
+    def run(self, video: VideoInfo | str | os.PathLike[str], output: str | os.PathLike[str],
+            options: EditOptions) -> EditResult:
+        """Edit one video into `output`; `video` is a path, or its VideoInfo when the caller
+        has probed it already (probing a VFR or mkv/webm file decodes all of it)."""
         start = time.perf_counter()
-        info = probe(input_path)
-        opts = self.options
+        self.check_edit(options)
+        info = video if isinstance(video, VideoInfo) else probe(video)
         # Built first: its checks (output exists, same file as the input...) fail fast.
-        writer = VideoWriter(output_path, info, audio_from=info.path if opts.audio else None,
-                             crf=opts.crf, codec=opts.codec, overwrite=opts.overwrite)
-        clip = self.analyse(info)
+        writer = VideoWriter(output, info, audio_from=info.path if options.audio else None,
+                             crf=options.crf, encoder=options.encoder,
+                             overwrite=options.overwrite)
+        clip = self.analyse(info, options)
         tracked = time.perf_counter()
-        self.render(info, clip, writer)
+        self.render(info, clip, options, writer)
         done = time.perf_counter()
         track = clip.track
         return EditResult(
-            input=str(input_path), output=str(output_path), frames=track.frames,
+            input=str(info.path), output=str(output), frames=track.frames,
             frames_with_face=track.frames_with_face, frames_filled=track.frames_filled,
             frames_passed_through=track.frames_passed_through, fps=str(info.fps),
-            seconds=round(done - start, 3), attr=self.options.attr, scale=self.options.scale,
+            seconds=round(done - start, 3), attr=options.attr, scale=options.scale,
             stage_seconds={"analyse": round(tracked - start, 3),
                            "render": round(done - tracked, 3)},
         )
 
+    def _frames(self, info: VideoInfo, stage: str) -> Iterator[np.ndarray]:
+        """The clip's frames, the wait for each timed under `stage` (ffmpeg decodes in its own
+        process, in parallel: the wait is what the pipeline pays)."""
+        frames = read_frames(info)
+        try:
+            while True:
+                with self.timer(stage):
+                    frame = next(frames, None)
+                if frame is None:
+                    return
+                yield frame
+        finally:
+            frames.close()
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, R, R) in [-1, 1] -> (N, R, R, 3) uint8."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    def analyse(self, info: VideoInfo, options: EditOptions) -> ClipAnalysis:
+        """Pass 1: track one face through the clip and sample its clip code on a few evenly
+        spread frames (see `ClipCodeSampler`)."""
+        stride = max(1, info.frame_count // options.identity_frames)
+        tracker = FaceTracker(face_index=options.face_index)
+        sampler = ClipCodeSampler(self.identity_encoder, self.model.attributes)
+        advance = self.progress("tracking face", info.frame_count)
+        with self.timer("load face detector"):
+            detector = FaceDetector(video=True)
+        with detector as detect:
+            for t, frame in enumerate(self._frames(info, "decode (pass 1)")):
+                with self.timer("detect + landmarks"):
+                    faces = detect(frame)
+                with self.timer("track"):
+                    face = tracker.update(faces)
+                if face is not None and t % stride == 0:
+                    with self.timer("identity embed"):
+                        sampler.add(frame, face.lm68)
+                advance(1)
+        with self.timer("track"):
+            track = tracker.finish(options.track)
+        if not sampler.embeddings:  # the face showed only between the sampled frames: use its first
+            first = int(np.flatnonzero(track.valid)[0])
+            frame = next(f for t, f in enumerate(read_frames(info)) if t == first)
+            sampler.add(frame, landmarks68(track.mesh[first]))
+        with self.timer("clip code"):
+            code = sampler.clip_code()
+        return ClipAnalysis(track=track, clip_code=code)
 
+    def render(self, info: VideoInfo, clip: ClipAnalysis, options: EditOptions,
+               writer: VideoWriter) -> None:
+        """Pass 2: edit every tracked frame and write the video."""
+        edit = edit_codes(self.editor, self.expressions, clip.clip_code, options.attr,
+                          options.scale)
+        advance = self.progress("editing frames", info.frame_count)
+        pending: list[tuple[int, np.ndarray]] = []
+
+        def flush() -> None:
+            batch = self.prepare(pending, clip.track)
+            self.run_model(batch, clip, edit, options)
+            frames = self.paste(batch, clip.track, options)
+            with self.timer("video encode"):
+                for frame in frames:
+                    writer.write(frame)
+            advance(len(pending))
+
+        with self.timer("video encode"):
+            writer.__enter__()
+        try:
+            for t, frame in enumerate(self._frames(info, "decode (pass 2)")):
+                pending.append((t, frame))
+                if sum(clip.track.valid[i] for i, _ in pending) >= options.batch_size:
+                    flush()
+                    pending = []
+            flush()
+        except BaseException as error:
+            writer.__exit__(type(error), error, error.__traceback__)  # removes the partial file
+            raise
+        with self.timer("video encode"):
+            writer.__exit__(None, None, None)  # flush, mux the audio, rename into place
+
+    def prepare(self, frames: list[tuple[int, np.ndarray]], track: FaceTrack) -> Batch:
+        """The aligned crops and landmark codes of the frames with a tracked face."""
+        batch = Batch(frames, [(t, frame) for t, frame in frames if track.valid[t]])
+        if batch.todo:
+            with self.timer("align crop"):
+                batch.inputs = model_input(
+                    [frame for _, frame in batch.todo], [track.squares[t] for t, _ in batch.todo],
+                    [landmarks68(track.mesh[t]) for t, _ in batch.todo], self.model.resolution)
+        return batch
+
+    def run_model(self, batch: Batch, clip: ClipAnalysis, edit: CodeEdit,
+                  options: EditOptions) -> None:
+        """Invert the crops under the clip's codes and decode them under the edited ones."""
+        if batch.inputs is None:
+            return
+        x0, landmarks = batch.inputs.images, batch.inputs.landmarks
+        with self.timer("model encode (invert)"):
+            latents = self.model.encode(x0, clip.clip_code, landmarks)
+        with self.timer("model decode (edit)"):
+            batch.edited = to_uint8(self.model.decode(
+                latents, edit.identity, edit.landmarks(landmarks),
+                reference=(clip.clip_code, landmarks)))
+        if options.blend == "plain":
+            pass
+        elif not edit.changes(clip.clip_code):
+            batch.reference = batch.edited  # nothing to add: the frame stays as it was
+        elif options.blend == "residual":
+            # Inversion and decoding are exact reverses (about 40 dB), so the input crop
+            # stands in for the decoded reconstruction and saves its network passes.
+            batch.reference = batch.inputs.crops
+        elif options.blend == "residual-decoded":
+            with self.timer("model decode (recon)"):
+                batch.reference = to_uint8(self.model.decode(latents, clip.clip_code,
+                                                             landmarks))
+
+    def paste(self, batch: Batch, track: FaceTrack, options: EditOptions
+              ) -> list[np.ndarray]:
+        """The batch's frames in order, each edited face pasted back through its mask."""
+        edited: dict[int, np.ndarray] = {}
+        for i, (t, frame) in enumerate(batch.todo):
+            with self.timer("mask"):
+                mask = face_mask(track.mesh[t], frame.shape[:2], attr=options.attr)
+            with self.timer("paste back"):
+                edited[t] = paste_back(
+                    frame, batch.edited[i], track.squares[t], mask,
+                    reconstructed_crop=None if batch.reference is None else batch.reference[i])
+        return [edited.get(t, frame) for t, frame in batch.frames]

@@ -6,25 +6,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
-from s3edit.edit.base import Editor
-from s3edit.edit.expression import ExpressionDirections, edit_codes
 from s3edit.errors import NoFaceError, S3EditError
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
-from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector
-from s3edit.model.codec import FaceCodec
-from s3edit.model.codes import landmark_code
-from s3edit.pipeline import ClipCodeSampler, to_uint8
+from s3edit.pipeline import Pipeline
 from s3edit.video import probe, read_frames
 
 PANEL = 256
 
 
-def render_preview(video: Path, frame_number: int, attr: str, scale: float, codec: FaceCodec,
-                   editor: Editor, output: Path,
-                   expressions: ExpressionDirections | None = None) -> None:
+def render_preview(video: Path, frame_number: int, attr: str, scale: float, pipeline: Pipeline,
+                   output: Path) -> None:
+    """Write a PNG of one frame: the original with its face box and landmarks, then the face
+    as the model reconstructs it and as the edit decodes it."""
     info = probe(video)
     if frame_number >= info.frame_count:
         raise S3EditError(f"{video}: frame {frame_number} is past the end "
@@ -36,18 +31,9 @@ def render_preview(video: Path, frame_number: int, attr: str, scale: float, code
         raise NoFaceError(f"{video}: no face in frame {frame_number}")
     face = max(faces, key=lambda f: f.area)
     square = square_from_landmarks(face.lm68)
-    size = codec.resolution
-    sampler = ClipCodeSampler(IdentityEncoder(), codec.attributes)
-    sampler.add(frame, face.lm68)
-    identity = sampler.clip_code()
-    crop = align_crop(frame, square, size)
-    landmarks = landmark_code(torch.from_numpy(to_crop_coords(face.lm68, square, size) / size))
-    x0 = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
-    latents = codec.encode(x0, identity, landmarks[None])
-    recon = to_uint8(codec.decode(latents, identity, landmarks[None]))[0]
-    edit = edit_codes(editor, expressions, identity, attr, scale)
-    edited = to_uint8(codec.decode(latents, edit.identity, edit.landmarks(landmarks[None]),
-                                   reference=(identity, landmarks[None])))[0]
+    code, inputs, latents = pipeline.invert_face(frame, face.lm68)
+    recon = pipeline.decode_face(code, inputs, latents, attr, 0)
+    edited = pipeline.decode_face(code, inputs, latents, attr, scale)
 
     annotated = align_crop(frame, square, PANEL)
     for x, y in to_crop_coords(face.lm68, square, PANEL):

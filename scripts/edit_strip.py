@@ -14,18 +14,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
-from s3edit.cli import DEFAULT_GUIDANCE, load_models
 from s3edit.edit.attributes import resolve_attribute
-from s3edit.edit.expression import edit_codes
-from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
-from s3edit.face.identity import IdentityEncoder
+from s3edit.face.align import align_crop, square_from_landmarks
 from s3edit.face.landmarks import FaceDetector
 from s3edit.face.mask import face_mask
 from s3edit.face.paste import paste_back
-from s3edit.model.codes import landmark_code
-from s3edit.pipeline import ClipCodeSampler, to_uint8
+from s3edit.options import DEFAULT_GUIDANCE
+from s3edit.pipeline import Pipeline
 from s3edit.video import probe, read_frames
 
 CELL = 256
@@ -55,32 +51,22 @@ def main() -> None:
     p.add_argument("--weights", type=Path, default=None)
     args = p.parse_args()
     edits = [(resolve_attribute(e.split(":")[0]), float(e.split(":")[1])) for e in args.edit]
-    codec, editor, expressions = load_models(args.weights, "cpu", 10, 3, False, args.editor,
-                                             args.guidance)
-    identity_encoder, size = IdentityEncoder(), codec.resolution
+    pipeline = Pipeline.from_weights(args.weights, editor=args.editor, guidance=args.guidance,
+                                     device="cpu")
     rows = []
     with FaceDetector(video=False) as detect:
         for clip in args.clips:
             frame = frame_at(clip, args.frame)
             face = max(detect(frame), key=lambda f: f.area)
             square = square_from_landmarks(face.lm68)
-            sampler = ClipCodeSampler(identity_encoder, codec.attributes)
-            sampler.add(frame, face.lm68)
-            code = sampler.clip_code()
-            landmarks = landmark_code(torch.from_numpy(
-                to_crop_coords(face.lm68, square, size) / size))[None]
-            crop = align_crop(frame, square, size)
-            x0 = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
-            latents = codec.encode(x0, code, landmarks)
+            code, inputs, latents = pipeline.invert_face(frame, face.lm68)
             cells = [face_cell(frame, square)]
             for attr, scale in edits:
-                edit = edit_codes(editor, expressions, code, attr, scale)
-                out = to_uint8(codec.decode(latents, edit.identity, edit.landmarks(landmarks),
-                                            reference=(code, landmarks)))[0]
+                out = pipeline.decode_face(code, inputs, latents, attr, scale)
                 mask = face_mask(face.mesh, frame.shape[:2], attr=attr)
                 # As apply's default --blend residual: the change against the input crop.
                 cells.append(face_cell(paste_back(frame, out, square, mask,
-                                                  reconstructed_crop=crop), square))
+                                                  reconstructed_crop=inputs.crops[0]), square))
             rows.append(np.hstack(cells))
     strip = np.vstack(rows)
     labels = ["original"] + [f"{a} {s:+g}" for a, s in edits]

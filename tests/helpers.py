@@ -7,8 +7,23 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from s3edit.video import binaries
+
+# Real clips of the shared data, under DATA/videos, that the tests cut from.
+FACE_CLIP = ("videoretalking", "examples", "face", "1.mp4")  # 700x700, 30 fps VFR, audio
+PCAVS_CLIP = ("pcavs", "Input", "00010.mp4")  # 224x224, 25 fps, audio
+PORTRAIT_CLIP = ("liveportrait", "driving", "d13.mp4")  # 720x1280, 30 fps, no audio
+LONG_CLIP = ("liveportrait", "driving", "d6.mp4")  # 480x480, 30 fps, 34 s
+
+
+def shared_clip(shared_data: Path, parts: tuple[str, ...]) -> Path:
+    """A clip of the shared data; skips the test when it is absent."""
+    path = (shared_data / "videos").joinpath(*parts)
+    if not path.is_file():
+        pytest.skip(f"shared clip {path} not found")
+    return path
 
 
 def ffmpeg(*args: object) -> None:
@@ -54,7 +69,10 @@ def smooth_image(h: int, w: int) -> np.ndarray:
 
 
 def celeba_subset(celeba: Path, data: Path, count: int = 16) -> Path:
-    """The first `count` faces of a CelebAMask-HQ folder with their labels, copied to `data`."""
+    """The first `count` faces of a CelebAMask-HQ folder with their labels, copied to `data`;
+    skips the test when the folder or its labels are absent."""
+    if not (celeba / "CelebAMask-HQ-attribute-anno.txt").is_file():
+        pytest.skip(f"{celeba} (CelebAMask-HQ with its attribute labels) not found")
     (data / "CelebA-HQ-img").mkdir(parents=True, exist_ok=True)
     names = [f"{i}.jpg" for i in range(count)]
     for name in names:

@@ -5,7 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from helpers import ffmpeg, psnr
+from helpers import PCAVS_CLIP, ffmpeg, psnr, shared_clip
 
 from s3edit.video import probe, read_frames
 from s3edit.weights import REPO_WEIGHTS, autoencoder_dir
@@ -14,7 +14,7 @@ from s3edit.weights import REPO_WEIGHTS, autoencoder_dir
 @pytest.fixture(scope="module")
 def short_clip(shared_data, tmp_path_factory):
     clip = tmp_path_factory.mktemp("model") / "one second.mp4"
-    ffmpeg("-i", shared_data / "videos" / "pcavs" / "Input" / "00010.mp4", "-t", "1", clip)
+    ffmpeg("-i", shared_clip(shared_data, PCAVS_CLIP), "-t", "1", clip)
     return clip
 
 

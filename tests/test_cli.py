@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ffmpeg, psnr
+from helpers import FACE_CLIP, LONG_CLIP, PCAVS_CLIP, ffmpeg, psnr
 
 from s3edit.video import binaries, probe, read_frames
 
@@ -29,9 +29,6 @@ NATIVE_LOG = re.compile(
     r"^(INFO: Created TensorFlow Lite|WARNING: All log messages before absl"
     r"|[IWEF]\d{4} \d\d:\d\d:\d\d)"
 )
-FACE_CLIP = ("videoretalking", "examples", "face", "1.mp4")  # 700x700, 30 fps VFR, audio
-PCAVS_CLIP = ("pcavs", "Input", "00010.mp4")  # 224x224, 25 fps, audio
-LONG_CLIP = ("liveportrait", "driving", "d6.mp4")  # 480x480, 30 fps, 34 s
 
 
 

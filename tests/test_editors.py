@@ -4,12 +4,12 @@ codes of real faces with an attribute encoder."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import celeba_subset
 
 from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.edit.classifier import LatentAttributeClassifier, fit_classifier
@@ -21,6 +21,7 @@ from s3edit.edit.s3 import S3Editor, S3Transform, slide
 from s3edit.edit.sparsity import GroupSparseOptimizer
 from s3edit.errors import UsageError
 from s3edit.model.codes import ATTRIBUTE_DIM, IDENTITY_DIM, clip_code
+from s3edit.train.config import LtTrainConfig, S3TrainConfig
 from s3edit.train.editor_losses import (
     faithfulness_loss,
     fit_gaussian,
@@ -62,16 +63,16 @@ def data() -> tuple[torch.Tensor, torch.Tensor, LatentAttributeClassifier]:
 @pytest.fixture(scope="module")
 def lt(data) -> LatentTransformerEditor:
     codes, labels, classifier = data
-    model = fit_lt(codes, labels, classifier, steps=60, batch=64, hidden=16, lr=3e-3,
-                   progress=False)
+    model = fit_lt(codes, labels, classifier,
+                   LtTrainConfig(steps=60, batch=64, hidden=16, lr=3e-3), progress=False)
     return LatentTransformerEditor(model, classifier)
 
 
 @pytest.fixture(scope="module")
 def s3(data) -> S3Editor:
     codes, _, classifier = data
-    model, _ = fit_s3(codes, classifier, clusters=3, steps=60, batch=128, hidden=32,
-                      holdout_attrs=("Young",), progress=False)
+    model, _ = fit_s3(codes, classifier, S3TrainConfig(
+        clusters=3, steps=60, batch=128, hidden=32, holdout_attrs=("Young",)), progress=False)
     return S3Editor(model, classifier)
 
 
@@ -212,8 +213,9 @@ def test_save_load_round_trip_gives_identical_edits(request, data, tmp_path: Pat
 
 def test_s3_ablations_train(data):
     codes, _, classifier = data
-    model, reached = fit_s3(codes, classifier, clusters=1, sparsity=0.0, self_training=False,
-                            steps=20, batch=64, hidden=16, progress=False)
+    model, reached = fit_s3(codes, classifier, S3TrainConfig(
+        clusters=1, sparsity=0.0, self_training=False, steps=20, batch=64, hidden=16),
+        progress=False)
     assert reached == 0 and model.active.all() and (model.cluster_of == 0).all()
     z = codes[:50]
     i = classifier.index("Smiling")
@@ -307,8 +309,8 @@ def test_s3_trains_in_a_few_steps(data, steps: int, sparsity: float):
     """`train editor --steps 8` (or fewer) failed in the sparsity schedule, even without
     sparsity; a short run now gets a shorter schedule and still reaches its target."""
     codes, _, classifier = data
-    model, reached = fit_s3(codes, classifier, clusters=1, sparsity=sparsity, steps=steps,
-                            batch=32, hidden=16, progress=False)
+    model, reached = fit_s3(codes, classifier, S3TrainConfig(
+        clusters=1, sparsity=sparsity, steps=steps, batch=32, hidden=16), progress=False)
     groups = model.active.numel()  # 2 layers x 2 groups of 8
     assert reached == pytest.approx(round(sparsity * groups) / groups)
 
@@ -336,10 +338,10 @@ def clip_data() -> tuple[torch.Tensor, torch.Tensor, LatentAttributeClassifier]:
 @pytest.fixture(scope="module")
 def clip_editors(clip_data) -> dict:
     codes, labels, classifier = clip_data
-    lt = fit_lt(codes, labels, classifier, steps=60, batch=64, hidden=16, lr=3e-3,
-                progress=False)
-    s3, _ = fit_s3(codes, classifier, clusters=3, steps=60, batch=128, hidden=32,
-                   progress=False)
+    lt = fit_lt(codes, labels, classifier,
+                LtTrainConfig(steps=60, batch=64, hidden=16, lr=3e-3), progress=False)
+    s3, _ = fit_s3(codes, classifier,
+                   S3TrainConfig(clusters=3, steps=60, batch=128, hidden=32), progress=False)
     return {"linear": LinearEditor(classifier), "lt": LatentTransformerEditor(lt, classifier),
             "s3": S3Editor(s3, classifier)}
 
@@ -440,9 +442,9 @@ def test_edit_metrics_identity_cosine_reads_the_identity_part_only(clip_data):
 def test_an_editor_refuses_codes_of_another_length(data, clip_data):
     codes, labels, _ = clip_data
     with pytest.raises(UsageError, match="128-d.*168-d"):
-        fit_lt(codes, labels, data[2], steps=1, progress=False)
+        fit_lt(codes, labels, data[2], LtTrainConfig(steps=1), progress=False)
     with pytest.raises(UsageError, match="128-d.*168-d"):
-        fit_s3(codes, data[2], steps=1, progress=False)
+        fit_s3(codes, data[2], S3TrainConfig(steps=1), progress=False)
 
 
 # --- Clip codes of real faces ----------------------------------------------------------------
@@ -450,19 +452,8 @@ def test_an_editor_refuses_codes_of_another_length(data, clip_data):
 @pytest.fixture(scope="module")
 def tiny_celeba(shared_data: Path, tmp_path_factory) -> Path:
     """20 real CelebA-HQ faces in the CelebAMask-HQ layout, with their labels."""
-    from s3edit.train.celeba import ANNOTATION_FILE
-
-    source = shared_data / "CelebAMask-HQ-128"
-    if not (source / ANNOTATION_FILE).is_file():
-        pytest.skip(f"{source} (CelebAMask-HQ with its attribute labels) not found")
-    folder = tmp_path_factory.mktemp("celeba")
-    (folder / "CelebA-HQ-img").mkdir()
-    lines = (source / ANNOTATION_FILE).read_text().splitlines()
-    kept = [line for line in lines[2:] if int(line.split()[0].split(".")[0]) < 20]
-    (folder / ANNOTATION_FILE).write_text("\n".join([str(len(kept)), lines[1], *kept]) + "\n")
-    for line in kept:
-        shutil.copy(source / "CelebA-HQ-img" / line.split()[0], folder / "CelebA-HQ-img")
-    return folder
+    return celeba_subset(shared_data / "CelebAMask-HQ-128", tmp_path_factory.mktemp("celeba"),
+                         count=20)
 
 
 def test_labelled_codes_with_an_attribute_encoder(tiny_celeba: Path, tmp_path: Path,
@@ -506,6 +497,6 @@ def test_labelled_codes_with_an_attribute_encoder(tiny_celeba: Path, tmp_path: P
     out = tmp_path / "editors"
     classifier = train_classifier(tiny_celeba, out, attribute_encoder=other)
     assert LatentAttributeClassifier.from_pretrained(classifier).config.dim == CLIP_DIM
-    s3 = train_s3(tiny_celeba, out, classifier, steps=5, batch=16, hidden=16,
+    s3 = train_s3(tiny_celeba, out, classifier, S3TrainConfig(steps=5, batch=16, hidden=16),
                   attribute_encoder=other, progress=False)
     assert S3Transform.from_pretrained(s3).config.dim == CLIP_DIM

@@ -10,27 +10,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import ffmpeg
+from helpers import FACE_CLIP, PCAVS_CLIP, PORTRAIT_CLIP, ffmpeg, shared_clip
 
 from s3edit.face.landmarks import FaceDetector
 from s3edit.face.mask import face_mask
 from s3edit.video import binaries, has_audio_stream, probe, read_frames
 
-FACE_CLIP = ("videoretalking", "examples", "face", "1.mp4")  # 700x700, 30 fps VFR, audio
-PORTRAIT_CLIP = ("liveportrait", "driving", "d13.mp4")  # 720x1280, 30 fps, no audio
-PCAVS_CLIP = ("pcavs", "Input", "00010.mp4")  # 224x224, 25 fps, audio
-
 # Each module fixture below runs the CLI over real clips for 20 to 30 s.
 pytestmark = pytest.mark.slow
 
 
-
-
-def shared_clip(shared_data: Path, parts: tuple[str, ...]) -> Path:
-    path = (shared_data / "videos").joinpath(*parts)
-    if not path.is_file():
-        pytest.skip(f"shared clip {path} not found")
-    return path
 
 
 def audio_duration(path: Path) -> float:

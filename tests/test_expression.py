@@ -1,10 +1,10 @@
 """Expression attributes move the landmark codes: fitting, routing, the pipeline and training."""
 
-import shutil
 
 import numpy as np
 import pytest
 import torch
+from helpers import celeba_subset
 
 from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.edit.expression import (
@@ -14,7 +14,6 @@ from s3edit.edit.expression import (
     fit_expression_directions,
 )
 from s3edit.model.codes import LANDMARK_DIM
-from s3edit.train.celeba import ANNOTATION_FILE
 
 SMILING = ATTRIBUTES.index("Smiling")
 MOUTH_LEFT, MOUTH_RIGHT = 48 - 17, 54 - 17  # iBUG mouth corners among the 51 coded points
@@ -97,15 +96,8 @@ def test_save_load_round_trip(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_labelled(shared_data, tmp_path_factory):
     """60 real CelebA-HQ faces in the CelebAMask-HQ layout, with their labels."""
-    source = shared_data / "CelebAMask-HQ-128"
-    folder = tmp_path_factory.mktemp("labelled")
-    (folder / "CelebA-HQ-img").mkdir()
-    lines = (source / ANNOTATION_FILE).read_text().splitlines()
-    kept = [line for line in lines[2:] if int(line.split()[0].split(".")[0]) < 60]
-    (folder / ANNOTATION_FILE).write_text("\n".join([str(len(kept)), lines[1], *kept]) + "\n")
-    for line in kept:
-        shutil.copy(source / "CelebA-HQ-img" / line.split()[0], folder / "CelebA-HQ-img")
-    return folder
+    return celeba_subset(shared_data / "CelebAMask-HQ-128", tmp_path_factory.mktemp("labelled"),
+                         count=60)
 
 
 def test_train_expression_on_real_faces_widens_the_mouth_for_a_smile(

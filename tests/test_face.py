@@ -19,6 +19,7 @@ from s3edit.face.landmarks import Face, FaceDetector, landmarks68
 from s3edit.face.mask import FACE_OVAL, face_mask, face_size, hair_attribute, region_mask
 from s3edit.face.paste import paste_back
 from s3edit.face.track import FaceTracker
+from s3edit.options import TrackOptions
 
 # The 478-point mesh mediapipe found on frame 0 of videoretalking/examples/face/1.mp4, moved to
 # the origin, scaled to 250 px at most and rounded to whole pixels (uint8, zlib, base64).
@@ -78,7 +79,7 @@ def test_gaps_are_filled_or_passed_through():
         # Once the face is picked, another face that never overlaps it must not be taken.
         others = [face(0.3, (600, 400))] if t > 2 else []
         tracker.update([here, *others] if present[t] else others)
-    track = tracker.finish(max_gap=8, sigma_centre=0, sigma_xy=0)
+    track = tracker.finish(TrackOptions(max_gap=8, sigma_centre=0, sigma_xy=0))
 
     expected_valid = present.copy()
     expected_valid[10:14] = True
@@ -106,7 +107,8 @@ def test_smoothing_reduces_jitter_and_keeps_a_still_face():
     for _ in range(40):
         jittery.update([face(0.8, tuple(100 + rng.normal(0, 2, 2)))])
         still.update([face(0.8, (100, 100))])
-    raw = [square_from_landmarks(lm) for lm in landmarks68(jittery.finish(0, 0, 0).mesh)]
+    raw_mesh = jittery.finish(TrackOptions(0, 0, 0)).mesh
+    raw = [square_from_landmarks(lm) for lm in landmarks68(raw_mesh)]
     raw_steps = np.diff(np.array(raw)[:, 0], axis=0)
     smooth_steps = np.diff(jittery.finish().squares[:, 0], axis=0)
     assert smooth_steps.var() < 0.3 * raw_steps.var()
@@ -125,7 +127,7 @@ def test_smoothing_does_not_cross_a_passed_through_gap():
             tracker.update([])
         else:
             tracker.update([face(0.8, (50, 0))])
-    track = tracker.finish(max_gap=5)
+    track = tracker.finish(TrackOptions(max_gap=5))
     before = square_from_landmarks(landmarks68(real_mesh(0.8, (0, 0))))
     after = square_from_landmarks(landmarks68(real_mesh(0.8, (50, 0))))
     np.testing.assert_allclose(track.squares[9], before, atol=1e-3)
@@ -285,7 +287,7 @@ def test_tracks_a_real_clip(shared_data):
     with FaceDetector(video=True) as detect:
         for frame in frames:
             assert tracker.update(detect(frame)) is not None
-    track, raw = tracker.finish(), tracker.finish(sigma_centre=0, sigma_xy=0)
+    track, raw = tracker.finish(), tracker.finish(TrackOptions(sigma_centre=0, sigma_xy=0))
     assert track.valid.all() and track.frames_with_face == 30 and track.frames_filled == 0
 
     def jitter(squares: np.ndarray) -> tuple[float, float]:

@@ -5,7 +5,6 @@ import torch
 
 from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
-from s3edit.model.codec import DiffusionCodec, PassThroughCodec
 from s3edit.model.codes import (
     ATTRIBUTE_DIM,
     IDENTITY_DIM,
@@ -15,6 +14,7 @@ from s3edit.model.codes import (
     identity_code,
     landmark_code,
 )
+from s3edit.model.face_model import DiffusionFaceModel, PassThroughModel
 from s3edit.train.autoencoder import FaceBatchSource
 from s3edit.train.upgrade import upgrade
 
@@ -115,13 +115,13 @@ def test_refined_inversion_makes_decoding_its_exact_reverse(monkeypatch, predict
     assert errors[1] < errors[0] / 2 and errors[2] < errors[0] / 20
 
 
-def test_codecs_share_one_interface():
+def test_face_models_share_one_interface():
     identity, landmarks = codes(3)
     crops = torch.rand(3, 3, 16, 16) * 2 - 1
-    passthrough = PassThroughCodec(16)
+    passthrough = PassThroughModel(16)
     latents = passthrough.encode(crops, identity[0], landmarks)
     torch.testing.assert_close(passthrough.decode(latents, identity[0], landmarks), crops)
-    diffusion = DiffusionCodec(tiny_model(), steps=3, refine=1)
+    diffusion = DiffusionFaceModel(tiny_model(), steps=3, refine=1)
     latents = diffusion.encode(crops, identity[0], landmarks)
     assert latents.shape == crops.shape
     decoded = diffusion.decode(latents, identity[0], landmarks)
@@ -304,10 +304,10 @@ def test_edit_guidance_scales_what_the_edit_changes():
     assert (twice - unedited).norm() > 1.3 * (plain - unedited).norm()
 
 
-def test_codec_guides_decoding_with_the_unedited_codes():
+def test_face_model_guides_decoding_with_the_unedited_codes():
     identity, landmarks = codes(2)
     latents = torch.randn(2, 3, 16, 16)
-    codec = DiffusionCodec(tiny_model(), steps=3, refine=0, guidance=2.0)
+    codec = DiffusionFaceModel(tiny_model(), steps=3, refine=0, guidance=2.0)
     model = codec.model
     with torch.no_grad():
         expected = model.decode(latents, model.z_face(identity[1:].expand(2, -1), landmarks), 3,
@@ -323,18 +323,18 @@ class FakeAttributeEncoder(torch.nn.Module):
         return crops.mean((1, 2, 3)).view(-1, 1).expand(-1, ATTRIBUTE_DIM)
 
 
-def test_codecs_offer_attributes_when_the_model_reads_them():
+def test_face_models_offer_attributes_when_the_model_reads_them():
     from s3edit.errors import S3EditError
 
     crops = torch.rand(3, 3, 16, 16) * 2 - 1
-    assert PassThroughCodec(16).attributes is None
-    torch.testing.assert_close(PassThroughCodec(16, attribute_dim=ATTRIBUTE_DIM).attributes(crops),
+    assert PassThroughModel(16).attributes is None
+    torch.testing.assert_close(PassThroughModel(16, attribute_dim=ATTRIBUTE_DIM).attributes(crops),
                                torch.zeros(3, ATTRIBUTE_DIM))
-    assert DiffusionCodec(tiny_model(), steps=2).attributes is None
+    assert DiffusionFaceModel(tiny_model(), steps=2).attributes is None
     model = tiny_model(attribute_dim=ATTRIBUTE_DIM)
     with pytest.raises(S3EditError, match="attribute encoder"):
-        DiffusionCodec(model, steps=2)
-    codec = DiffusionCodec(model, steps=2, refine=0, attribute_encoder=FakeAttributeEncoder())
+        DiffusionFaceModel(model, steps=2)
+    codec = DiffusionFaceModel(model, steps=2, refine=0, attribute_encoder=FakeAttributeEncoder())
     values = codec.attributes(crops)
     torch.testing.assert_close(values, crops.mean((1, 2, 3)).view(-1, 1).expand(-1, 40))
     identity, landmarks = codes(3)

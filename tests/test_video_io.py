@@ -8,6 +8,7 @@ import tracemalloc
 from fractions import Fraction
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 from helpers import ffmpeg, psnr
@@ -17,8 +18,8 @@ from s3edit.video import VideoInfo, VideoWriter, binaries, probe, read_frames
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("S3EDIT_SHARED_DATA", REPO.parent / "shared" / "data"))
-REAL_CLIP = SHARED / "videos" / "videoretalking" / "examples" / "face" / "1.mp4"
-LONG_CLIP = SHARED / "videos" / "liveportrait" / "driving" / "d6.mp4"
+REAL_CLIP = (SHARED / "videos").joinpath(*helpers.FACE_CLIP)
+LONG_CLIP = (SHARED / "videos").joinpath(*helpers.LONG_CLIP)
 
 
 

@@ -43,8 +43,7 @@ def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
     return out.reshape(values.shape)
 
 
-def smooth_squares(squares: np.ndarray, sigma_centre: float = 1.0, sigma_xy: float = 3.0
-                   ) -> np.ndarray:
+def smooth_squares(squares: np.ndarray, sigma_centre: float, sigma_xy: float) -> np.ndarray:
     """Smooth a (T, 3, 2) sequence of squares over time."""
     out = squares.copy()
     out[:, 0] = gaussian_smooth(squares[:, 0], sigma_centre)

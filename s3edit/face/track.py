@@ -15,6 +15,7 @@ import numpy as np
 from s3edit.errors import NoFaceError, S3EditError
 from s3edit.face.align import smooth_squares, square_from_landmarks
 from s3edit.face.landmarks import Face, landmarks68
+from s3edit.options import TrackOptions
 
 
 @dataclass
@@ -87,9 +88,9 @@ class FaceTracker:
         best = int(np.argmax(ious))
         return faces[best] if ious[best] >= self.iou_threshold else None
 
-    def finish(self, max_gap: int = 8, sigma_centre: float = 1.0, sigma_xy: float = 3.0
-               ) -> FaceTrack:
-        """Build the track: fill gaps of up to `max_gap` frames, smooth each valid run."""
+    def finish(self, options: TrackOptions | None = None) -> FaceTrack:
+        """Build the track: fill short gaps, smooth each valid run (see `TrackOptions`)."""
+        options = options or TrackOptions()
         frames = len(self._meshes)
         detected = np.array([m is not None for m in self._meshes], dtype=bool)
         if not detected.any():
@@ -104,7 +105,7 @@ class FaceTracker:
 
         valid = detected.copy()
         for a, b in zip(hits[:-1], hits[1:], strict=True):
-            if 1 < b - a <= max_gap + 1:
+            if 1 < b - a <= options.max_gap + 1:
                 t = ((np.arange(a + 1, b) - a) / (b - a))[:, None, None]
                 mesh[a + 1:b] = (1 - t) * mesh[a] + t * mesh[b]
                 squares[a + 1:b] = (1 - t) * squares[a] + t * squares[b]
@@ -112,7 +113,8 @@ class FaceTracker:
 
         # Smooth each run on its own: a passed-through gap may hide a cut or a jump.
         for start, stop in _runs(valid):
-            squares[start:stop] = smooth_squares(squares[start:stop], sigma_centre, sigma_xy)
+            squares[start:stop] = smooth_squares(squares[start:stop], options.sigma_centre,
+                                                  options.sigma_xy)
 
         n_valid = int(valid.sum())
         return FaceTrack(

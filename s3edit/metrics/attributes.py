@@ -4,16 +4,12 @@ The editors move the identity code along directions found by classifiers in that
 space, so a latent classifier would grade an edit by the very rule that made it. This small CNN
 looks at pixels of aligned 64x64 crops instead, so it judges what the edit actually drew.
 
-Training uses the preprocessing cache of CelebA-HQ (the same detector and FFHQ alignment as
-`s3edit apply`), shrinks the 128 px crops to 64 px by area averaging, flips them at random and
-weighs each attribute's positives and negatives equally (class-balanced BCE). Its probabilities
-are therefore balanced: 0.5 means as likely as not whatever the attribute's frequency.
+It is trained by `s3edit.train.image_classifier` with class-balanced BCE, so its probabilities
+are balanced: 0.5 means as likely as not whatever the attribute's frequency.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +20,6 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from s3edit.edit.attributes import ATTRIBUTES
-from s3edit.edit.classifier import roc_auc
-from s3edit.train.autoencoder import split_shards
-from s3edit.train.cache import SHARD_SIZE, build_image_cache, load_cache
-from s3edit.train.celeba import celeba_images, celeba_labels
 
 CROP_SIZE = 128  # size of the aligned crops fed to `preprocess` (that of the cache)
 
@@ -87,100 +79,3 @@ class ImageAttributeClassifier(ModelMixin, ConfigMixin):
 def load_image_classifier(folder: Path, device: str | torch.device = "cpu"
                           ) -> ImageAttributeClassifier:
     return ImageAttributeClassifier.from_pretrained(folder).to(device).eval()
-
-
-def balanced_weights(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-attribute weights of positives and negatives that give each half the same total.
-
-    Both average to 1 over the data, so rare and common attributes weigh alike in the loss.
-    """
-    positives = labels.mean(0).clamp(1e-3, 1 - 1e-3)
-    return 0.5 / positives, 0.5 / (1 - positives)
-
-
-def train_image_classifier(data: Path, out: Path, *, steps: int = 6000, batch_size: int = 64,
-                           limit: int | None = 7000, holdout: int = 2000, lr: float = 2e-3,
-                           device: str | torch.device = "cpu", progress: bool = True,
-                           seed: int = 0) -> Path:
-    """Train on the first `limit` images of a CelebAMask-HQ folder, save to OUT/image_classifier.
-
-    The last `holdout` images are never trained on; `metrics.json` beside the weights holds
-    their ROC AUC per attribute. Crops come from the preprocessing cache, built as needed.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    device = torch.device(device)
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    paths = celeba_images(data)
-    labels = celeba_labels(data)
-    train_shards, held_shards = split_shards(len(paths), holdout)
-    if limit is not None:
-        train_shards = range(0, min(len(train_shards), math.ceil(limit / SHARD_SIZE)))
-    cache = build_image_cache(paths, CROP_SIZE, shards=[*train_shards, *held_shards],
-                              progress=progress)
-
-    model = ImageAttributeClassifier().to(device)
-
-    def gather(shards: range, count: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        shard = load_cache(cache, shards) if len(shards) else None
-        if shard is None or not shard.names:
-            size = model.config.resolution
-            return torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, len(ATTRIBUTES))
-        # Shrunk once up front: 7000 crops at 64 px take 86 MB as uint8.
-        x = torch.cat([model.preprocess(shard.crops[i:i + 500]).cpu()
-                       for i in range(0, len(shard.crops), 500)])
-        x = ((x + 1) * 127.5).round().byte()
-        y = torch.stack([labels[n] for n in shard.names])
-        return x[:count], y[:count]
-
-    train_x, train_y = gather(train_shards, limit)
-    held_x, held_y = gather(held_shards, None)
-    if not len(train_x):
-        raise ValueError(f"{data}: no faces to train on")
-    w_pos, w_neg = (w.to(device) for w in balanced_weights(train_y))
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    warmup = max(1, steps // 20)
-
-    def schedule(step: int) -> float:  # linear warm-up, then cosine decay to zero
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model.train()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[stats]}"))
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("train image classifier", total=steps, stats="")
-        for _ in range(steps):
-            idx = torch.randint(len(train_x), (batch_size,), generator=generator)
-            x = train_x[idx].to(device).float() / 127.5 - 1
-            flip = torch.rand(batch_size, generator=generator) < 0.5
-            x[flip.to(device)] = x[flip.to(device)].flip(-1)
-            y = train_y[idx].to(device)
-            loss = F.binary_cross_entropy_with_logits(model(x), y,
-                                                      weight=y * w_pos + (1 - y) * w_neg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            bar.update(task, advance=1, stats=f"loss {loss.item():.3f}")
-    model.eval()
-
-    folder = out / "image_classifier"
-    model.save_pretrained(folder)
-    metrics: dict = {"train_images": len(train_x), "held_out_images": len(held_x),
-                     "steps": steps, "batch_size": batch_size}
-    if len(held_x):
-        with torch.no_grad():
-            scores = torch.cat([model(held_x[i:i + 256].to(device).float() / 127.5 - 1).cpu()
-                                for i in range(0, len(held_x), 256)])
-        auc = {a: roc_auc(scores[:, i], held_y[:, i]) for i, a in enumerate(ATTRIBUTES)}
-        finite = [v for v in auc.values() if math.isfinite(v)]
-        metrics["held_out_mean_auc"] = round(float(np.mean(finite)), 4) if finite else None
-        metrics["held_out_auc"] = {a: round(v, 4) if math.isfinite(v) else None
-                                   for a, v in auc.items()}
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return folder

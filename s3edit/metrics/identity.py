@@ -10,24 +10,14 @@ clips and R = S' / S, TL-ID is the mean of R over neighbouring frames and TG-ID 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
 from s3edit.errors import UsageError
 from s3edit.face.identity import EMBED_DIM, IdentityEncoder
 from s3edit.face.landmarks import FaceDetector, landmarks68
 from s3edit.face.track import FaceTrack, FaceTracker
-from s3edit.video import VideoInfo, probe, read_frames
-
-# Stage name, total units -> a function that advances that stage by n units (as the pipeline's).
-ProgressHook = Callable[[str, int], Callable[[int], None]]
-
-
-def no_progress(stage: str, total: int) -> Callable[[int], None]:
-    return lambda n: None
+from s3edit.progress import ProgressHook, no_progress
+from s3edit.video import VideoInfo, read_frames
 
 
 def track_face(info: VideoInfo, face_index: int | None = None,
@@ -55,31 +45,6 @@ def embed_tracked(encoder: IdentityEncoder, frame: np.ndarray, track: FaceTrack,
     if t >= track.frames or not track.valid[t]:
         return np.full(EMBED_DIM, np.nan, np.float32)
     return encoder([frame], [landmarks68(track.mesh[t])])[0]
-
-
-@dataclass
-class ClipIdentity:
-    """Embeddings of the sampled frames of a clip; rows are NaN where no face was tracked."""
-
-    indices: np.ndarray  # (K,) frame indices
-    embeddings: np.ndarray  # (K, 128) float32
-
-
-def clip_identity(path: Path, every: int = 1, face_index: int | None = None,
-                  encoder: IdentityEncoder | None = None,
-                  progress: ProgressHook = no_progress) -> ClipIdentity:
-    """Track the face through a clip, then embed every `every`-th frame."""
-    info = probe(path)
-    track = track_face(info, face_index, progress)
-    encoder = encoder or IdentityEncoder()
-    indices = sampled(info.frame_count, every)
-    embeddings = np.full((len(indices), EMBED_DIM), np.nan, np.float32)
-    advance = progress("embedding identity", len(indices))
-    for t, frame in enumerate(read_frames(info)):
-        if t % every == 0 and t // every < len(indices):
-            embeddings[t // every] = embed_tracked(encoder, frame, track, t)
-            advance(1)
-    return ClipIdentity(indices=indices, embeddings=embeddings)
 
 
 def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -23,9 +23,11 @@ from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.errors import UsageError
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import ATTRIBUTE_DIM, attribute_code, clip_code, landmark_code
-from s3edit.train.cache import SHARD_SIZE, FaceShard, build_image_cache, load_cache
+from s3edit.model.inputs import to_uint8
+from s3edit.train.cache import FaceShard, cached_split, load_cache
 from s3edit.train.celeba import celeba_images, celeba_labels
 from s3edit.train.checkpoint import load_optimizer, replace_dir, save_optimizer
+from s3edit.train.config import HOLDOUT
 
 
 @dataclass
@@ -62,7 +64,7 @@ class AutoencoderTrainConfig:
     # teach the UNet to read it: after 5,000 steps the x0 error was the same with a face's
     # own code and with a stranger's. v's plain loss weights it SNR + 1.
     loss_weighting: str = "plain"
-    holdout: int = 2000
+    holdout: int = HOLDOUT
     limit: int | None = None  # use only the first N training images (small runs, tests)
     # Stop after this much wall-clock time (saving a checkpoint), whatever `steps` says: a GPU
     # lease or a session has a fixed budget.
@@ -125,14 +127,6 @@ def hull_masks(mesh_unit: torch.Tensor, resolution: int) -> torch.Tensor:
     return torch.from_numpy(masks)
 
 
-def split_shards(count: int, holdout: int) -> tuple[range, range]:
-    """Training and held-out shard ranges: the last `holdout` images are never trained on."""
-    assert holdout % SHARD_SIZE == 0 or count <= SHARD_SIZE, "holdout must be whole shards"
-    total = math.ceil(count / SHARD_SIZE)
-    held = math.ceil(holdout / SHARD_SIZE) if count > SHARD_SIZE else 0
-    return range(0, total - held), range(total - held, total)
-
-
 LOSS_WEIGHTINGS = ("plain", "truncated-snr")
 
 
@@ -173,7 +167,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
-    images = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    images = to_uint8(images)
     rows = [np.hstack(list(images[i:i + columns])) for i in range(0, len(images), columns)]
     if len(rows) > 1 and rows[-1].shape != rows[0].shape:
         rows[-1] = np.pad(rows[-1], ((0, 0), (0, rows[0].shape[1] - rows[-1].shape[1]), (0, 0)))
@@ -189,15 +183,12 @@ def load_face_sources(cfg: AutoencoderTrainConfig, attribute_dim: int = 0
         if attribute_dim:
             raise
         labels = {}  # a plain folder of faces trains a decoder without attributes
-    train_shards, held_shards = split_shards(len(paths), cfg.holdout)
-    if cfg.limit is not None:
-        train_shards = range(0, min(len(train_shards), math.ceil(cfg.limit / SHARD_SIZE)))
-    folder = build_image_cache(paths, 128, shards=[*train_shards, *held_shards])
-    train = FaceBatchSource.from_shard(load_cache(folder, train_shards), cfg.resolution, labels,
-                                       attribute_dim)
+    split = cached_split(paths, cfg.holdout, cfg.limit)
+    train = FaceBatchSource.from_shard(load_cache(split.folder, split.train), cfg.resolution,
+                                       labels, attribute_dim)
     # A folder smaller than one shard has no held-out part; its samples then show training faces.
-    held = (FaceBatchSource.from_shard(load_cache(folder, held_shards), cfg.resolution, labels,
-                                       attribute_dim) if held_shards else train)
+    held = (FaceBatchSource.from_shard(load_cache(split.folder, split.held), cfg.resolution,
+                                       labels, attribute_dim) if split.held else train)
     if cfg.limit is not None:
         train = FaceBatchSource(*(t[:cfg.limit] for t in train.tensors()))
     return train, held

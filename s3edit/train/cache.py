@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from s3edit.face.landmarks import FaceDetector
 from s3edit.storage import cache_root
 
 CACHE_VERSION = 1
+CROP_SIZE = 128  # side of the aligned crops the trainers cache
 
 
 @dataclass
@@ -107,6 +109,32 @@ def build_image_cache(image_paths: Sequence[Path], size: int, shards: Sequence[i
                 bar.advance(task, SHARD_SIZE)
         detector.close()
     return folder
+
+
+def split_shards(count: int, holdout: int) -> tuple[range, range]:
+    """Training and held-out shard ranges: the last `holdout` images are never trained on."""
+    assert holdout % SHARD_SIZE == 0 or count <= SHARD_SIZE, "holdout must be whole shards"
+    total = math.ceil(count / SHARD_SIZE)
+    held = math.ceil(holdout / SHARD_SIZE) if count > SHARD_SIZE else 0
+    return range(0, total - held), range(total - held, total)
+
+
+@dataclass
+class CachedSplit:
+    folder: Path  # the cache of aligned 128 px faces, built for both parts
+    train: range  # shards trained on: the first, or enough for `limit` images
+    held: range  # the held-out shards: the folder's last `holdout` images
+
+
+def cached_split(image_paths: Sequence[Path], holdout: int, limit: int | None = None,
+                 progress: bool = True) -> CachedSplit:
+    """Split a folder's images into training and held-out shards and build the cache of
+    both: what every trainer starts from."""
+    train, held = split_shards(len(image_paths), holdout)
+    if limit is not None:
+        train = range(0, min(len(train), math.ceil(limit / SHARD_SIZE)))
+    folder = build_image_cache(image_paths, CROP_SIZE, shards=[*train, *held], progress=progress)
+    return CachedSplit(folder, train, held)
 
 
 def _save_shard(shard: FaceShard, path: Path) -> None:

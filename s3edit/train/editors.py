@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,9 +39,9 @@ from s3edit.model.codes import (
     renormalise_clip_code,
 )
 from s3edit.storage import cache_root
-from s3edit.train.autoencoder import split_shards
-from s3edit.train.cache import SHARD_SIZE, build_image_cache, load_shards
+from s3edit.train.cache import cached_split, load_shards
 from s3edit.train.celeba import celeba_images, celeba_labels
+from s3edit.train.config import HOLDOUT, LtTrainConfig, S3TrainConfig
 from s3edit.train.editor_losses import (
     faithfulness_loss,
     fit_gaussian,
@@ -95,7 +94,7 @@ def crop_attribute_codes(encoder: AttributeEncoder, crops: torch.Tensor,
     return torch.cat(out)
 
 
-def labelled_codes(data: Path, holdout: int = 2000, limit: int | None = None,
+def labelled_codes(data: Path, holdout: int = HOLDOUT, limit: int | None = None,
                    attribute_encoder: AttributeEncoder | None = None
                    ) -> tuple[LabelledCodes, LabelledCodes]:
     """Clip codes, landmark codes and attribute labels of a CelebAMask-HQ folder, train and
@@ -108,10 +107,8 @@ def labelled_codes(data: Path, holdout: int = 2000, limit: int | None = None,
     """
     paths = celeba_images(data)
     labels = celeba_labels(data)
-    train_shards, held_shards = split_shards(len(paths), holdout)
-    if limit is not None:
-        train_shards = range(0, min(len(train_shards), math.ceil(limit / SHARD_SIZE)))
-    folder = build_image_cache(paths, 128, shards=[*train_shards, *held_shards])
+    split = cached_split(paths, holdout, limit)
+    folder = split.folder
     key = None if attribute_encoder is None else weights_key(attribute_encoder)[:16]
 
     def gather(shards: range) -> LabelledCodes:
@@ -134,7 +131,7 @@ def labelled_codes(data: Path, holdout: int = 2000, limit: int | None = None,
                    else torch.zeros(0, len(ATTRIBUTES)))
         return LabelledCodes(torch.cat(codes), stacked, torch.cat(landmarks))
 
-    return gather(train_shards), gather(held_shards)
+    return gather(split.train), gather(split.held)
 
 
 def _shard_attribute_codes(folder: Path, index: int, crops: torch.Tensor,
@@ -163,7 +160,7 @@ def _check_dims(classifier: LatentAttributeClassifier, codes: torch.Tensor) -> N
             "--attribute-encoder (or none)")
 
 
-def train_classifier(data: Path, out: Path, holdout: int = 2000, limit: int | None = None,
+def train_classifier(data: Path, out: Path, holdout: int = HOLDOUT, limit: int | None = None,
                      attribute_encoder: AttributeEncoder | None = None) -> Path:
     """Fit the classifiers on the clip codes (with `attribute_encoder`'s values, if given),
     save them to OUT/classifier with held-out ROC AUCs."""
@@ -182,7 +179,7 @@ def train_classifier(data: Path, out: Path, holdout: int = 2000, limit: int | No
     return folder
 
 
-def train_expression(data: Path, out: Path, holdout: int = 2000, limit: int | None = None
+def train_expression(data: Path, out: Path, holdout: int = HOLDOUT, limit: int | None = None
                      ) -> Path:
     """Fit the expression directions, save them to OUT/expression with held-out ROC AUCs of
     the landmark codes projected on each direction."""
@@ -239,31 +236,29 @@ def edit_metrics(editor: Editor, classifier: LatentAttributeClassifier, codes: t
     return {name: {k: round(v, 4) for k, v in row.items()} for name, row in out.items()}
 
 
-def fit_lt(codes: torch.Tensor, labels: torch.Tensor, classifier: LatentAttributeClassifier, *,
-           steps: int = 1500, batch: int = 256, hidden: int = 64, lr: float = 1e-3,
-           lambda_attr: float = 1.0, lambda_rec: float = 10.0, seed: int = 0,
-           progress: bool = True) -> LatentTransformer:
+def fit_lt(codes: torch.Tensor, labels: torch.Tensor, classifier: LatentAttributeClassifier,
+           cfg: LtTrainConfig | None = None, progress: bool = True) -> LatentTransformer:
     """Train every attribute's Latent Transformer head at once on clip codes (N, D) with labels
     (N, 40) (only their correlations are used; targets come from the classifier).
 
-    Loss cls + lambda_attr * attr + lambda_rec * rec (`lt_losses`); the weights 1, 1, 10 are
-    the issue's.
+    Loss cls + lambda_attr * attr + lambda_rec * rec (`lt_losses`).
     """
     from rich.progress import Progress
 
+    cfg = cfg or LtTrainConfig()
     _check_dims(classifier, codes)
     classifier.requires_grad_(False)  # frozen: it grades the edits
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = LatentTransformer(dim=codes.shape[1], hidden=hidden,
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = LatentTransformer(dim=codes.shape[1], hidden=cfg.hidden,
                               attributes=tuple(classifier.config.attributes))
     correlation = label_correlation(labels)
     w_all = classifier.normalize(codes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     with Progress(disable=not progress) as bar:
-        task = bar.add_task("training the latent transformer", total=steps)
-        for _ in range(steps):
-            w = w_all[torch.randint(len(w_all), (batch,), generator=gen)]
+        task = bar.add_task("training the latent transformer", total=cfg.steps)
+        for _ in range(cfg.steps):
+            w = w_all[torch.randint(len(w_all), (cfg.batch,), generator=gen)]
             with torch.no_grad():
                 logits0 = classifier.linear(w)
             p0 = logits0.sigmoid()
@@ -272,7 +267,8 @@ def fit_lt(codes: torch.Tensor, labels: torch.Tensor, classifier: LatentAttribut
             step = (target - p0).T[..., None] * model.all_heads(w)
             edited = renormalise_clip_code(classifier.denormalize(w + step))
             losses = lt_losses(logits0, classifier(edited), target, step, correlation)
-            loss = losses["cls"] + lambda_attr * losses["attr"] + lambda_rec * losses["rec"]
+            loss = (losses["cls"] + cfg.lambda_attr * losses["attr"]
+                    + cfg.lambda_rec * losses["rec"])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -280,35 +276,27 @@ def fit_lt(codes: torch.Tensor, labels: torch.Tensor, classifier: LatentAttribut
     return model.eval()
 
 
-def train_lt(data: Path, out: Path, classifier_dir: Path, *, steps: int = 1500,
-             limit: int | None = None, holdout: int = 2000, batch: int = 256, hidden: int = 64,
-             lr: float = 1e-3, lambda_attr: float = 1.0, lambda_rec: float = 10.0,
-             seed: int = 0, progress: bool = True,
+def train_lt(data: Path, out: Path, classifier_dir: Path, cfg: LtTrainConfig | None = None, *,
+             limit: int | None = None, holdout: int = HOLDOUT, progress: bool = True,
              attribute_encoder: AttributeEncoder | None = None) -> Path:
     """Train the Latent Transformer editor on a CelebAMask-HQ folder's clip codes (with
     `attribute_encoder`'s values, if given: as the classifiers were); save it to OUT/lt with
     held-out metrics beside the linear editor's."""
     classifier = load_classifier(classifier_dir)
     train, held = labelled_codes(data, holdout, limit, attribute_encoder)
-    model = fit_lt(train.codes, train.labels, classifier, steps=steps, batch=batch,
-                   hidden=hidden, lr=lr, lambda_attr=lambda_attr, lambda_rec=lambda_rec,
-                   seed=seed, progress=progress)
+    cfg = cfg or LtTrainConfig()
+    model = fit_lt(train.codes, train.labels, classifier, cfg, progress)
     folder = out / "lt"
     model.save_pretrained(folder)
-    settings = {"steps": steps, "batch": batch, "hidden": hidden, "lr": lr, "lambda_cls": 1.0,
-                "lambda_attr": lambda_attr, "lambda_rec": lambda_rec, "seed": seed,
-                "code_dim": train.codes.shape[1]}
+    settings = {**asdict(cfg), "lambda_cls": 1.0, "code_dim": train.codes.shape[1]}
     _write_metrics(folder, LatentTransformerEditor(model, classifier), classifier, train, held,
                    settings)
     return folder
 
 
-def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier, *, clusters: int = 5,
-           sparsity: float = 0.1, self_training: bool = True,
-           holdout_attrs: Sequence[str] = (), steps: int = 1500, batch: int = 512,
-           hidden: int = 128, lr: float = 1e-3, lambda_id: float = 100.0,
-           lambda_faith: float = 1.0, lambda_gen: float = 1.0, faith_correlation: bool = False,
-           seed: int = 0, progress: bool = True) -> tuple[S3Transform, float]:
+def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
+           cfg: S3TrainConfig | None = None, progress: bool = True
+           ) -> tuple[S3Transform, float]:
     """Train the S3Editor transforms on unlabelled clip codes (N, D); returns them and the group
     sparsity reached.
 
@@ -339,47 +327,49 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier, *, cluste
     """
     from rich.progress import Progress
 
-    unknown = set(holdout_attrs) - set(classifier.config.attributes)
+    cfg = cfg or S3TrainConfig()
+    unknown = set(cfg.holdout_attrs) - set(classifier.config.attributes)
     if unknown:
         raise UsageError(f"unknown held-out attributes: {', '.join(sorted(unknown))}")
     _check_dims(classifier, codes)
     classifier.requires_grad_(False)  # frozen: it grades the edits
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     attributes = list(classifier.config.attributes)
-    model = S3Transform(dim=codes.shape[1], hidden=hidden, clusters=clusters,
+    model = S3Transform(dim=codes.shape[1], hidden=cfg.hidden, clusters=cfg.clusters,
                         attributes=tuple(attributes))
     directions = F.normalize(classifier.linear.weight.detach(), dim=-1)
-    seen = torch.tensor([a not in holdout_attrs for a in attributes])
-    model.cluster_of, model.centroids = route_attributes(directions, seen, clusters, seed)
+    seen = torch.tensor([a not in cfg.holdout_attrs for a in attributes])
+    model.cluster_of, model.centroids = route_attributes(directions, seen, cfg.clusters,
+                                                         cfg.seed)
     editor = S3Editor(model, classifier)
     x_all = classifier.normalize(codes)
     mean, precision = fit_gaussian(x_all)
     faith_weight = None
-    if faith_correlation:
+    if cfg.faith_correlation:
         with torch.no_grad():
             faith_weight = 1 - label_correlation(classifier(codes).sigmoid()).abs()
         faith_weight.fill_diagonal_(0)
     seen_index = seen.nonzero().flatten()
-    optimizer = GroupSparseOptimizer(torch.optim.Adam(model.parameters(), lr=lr),
-                                     model.sparsity_members(), model.active, sparsity,
-                                     start=int(0.3 * steps), stop=int(0.8 * steps))
+    optimizer = GroupSparseOptimizer(torch.optim.Adam(model.parameters(), lr=cfg.lr),
+                                     model.sparsity_members(), model.active, cfg.sparsity,
+                                     start=int(0.3 * cfg.steps), stop=int(0.8 * cfg.steps))
     with Progress(disable=not progress) as bar:
-        task = bar.add_task("training the S3Editor transforms", total=steps)
-        for _ in range(steps):
-            rows = torch.randint(len(codes), (batch,), generator=gen)
+        task = bar.add_task("training the S3Editor transforms", total=cfg.steps)
+        for _ in range(cfg.steps):
+            rows = torch.randint(len(codes), (cfg.batch,), generator=gen)
             z, x = codes[rows], x_all[rows]
-            attr = seen_index[torch.randint(len(seen_index), (batch,), generator=gen)]
-            gamma = (torch.rand(batch, generator=gen) * 2 - 1 if self_training
-                     else torch.zeros(batch))
+            attr = seen_index[torch.randint(len(seen_index), (cfg.batch,), generator=gen)]
+            gamma = (torch.rand(cfg.batch, generator=gen) * 2 - 1 if cfg.self_training
+                     else torch.zeros(cfg.batch))
             edited = editor.edit_batch(z, attr, gamma)
             with torch.no_grad():
                 p0 = classifier(z).sigmoid()
-            loss = (lambda_id * identity_loss(edited[:, :IDENTITY_DIM], z[:, :IDENTITY_DIM])
-                    + lambda_faith * faithfulness_loss(p0, classifier(edited).sigmoid(), attr,
-                                                       gamma, faith_weight)
-                    + lambda_gen * manifold_loss(classifier.normalize(edited), x, mean,
-                                                 precision))
+            loss = (cfg.lambda_id * identity_loss(edited[:, :IDENTITY_DIM], z[:, :IDENTITY_DIM])
+                    + cfg.lambda_faith * faithfulness_loss(p0, classifier(edited).sigmoid(),
+                                                           attr, gamma, faith_weight)
+                    + cfg.lambda_gen * manifold_loss(classifier.normalize(edited), x, mean,
+                                                     precision))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -387,19 +377,16 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier, *, cluste
     return model.eval(), optimizer.sparsity
 
 
-def train_s3(data: Path, out: Path, classifier_dir: Path, *, clusters: int = 5,
-             sparsity: float = 0.1, self_training: bool = True,
-             holdout_attrs: Sequence[str] = (), videos: Path | None = None, steps: int = 1500,
-             limit: int | None = None, holdout: int = 2000, batch: int = 512, hidden: int = 128,
-             lr: float = 1e-3, lambda_id: float = 100.0, lambda_faith: float = 1.0,
-             lambda_gen: float = 1.0, faith_correlation: bool = False, seed: int = 0,
+def train_s3(data: Path, out: Path, classifier_dir: Path, cfg: S3TrainConfig | None = None, *,
+             videos: Path | None = None, limit: int | None = None, holdout: int = HOLDOUT,
              progress: bool = True, attribute_encoder: AttributeEncoder | None = None) -> Path:
     """Train the S3Editor transforms on a CelebAMask-HQ folder's clip codes (and, given
     `videos`, codes of frames of the clips under it: unlabelled, which self-training allows),
     with `attribute_encoder`'s values if given (as the classifiers were); save them to OUT/s3
     with held-out metrics beside the linear editor's."""
+    cfg = cfg or S3TrainConfig()
+    cfg = replace(cfg, holdout_attrs=tuple(resolve_attribute(a) for a in cfg.holdout_attrs))
     classifier = load_classifier(classifier_dir)
-    holdout_attrs = [resolve_attribute(a) for a in holdout_attrs]
     train, held = labelled_codes(data, holdout, limit, attribute_encoder)
     pool = train.codes
     video_codes = 0
@@ -407,24 +394,15 @@ def train_s3(data: Path, out: Path, classifier_dir: Path, *, clusters: int = 5,
         extra = video_identity_codes(videos, attribute_encoder=attribute_encoder)
         video_codes = len(extra)
         pool = torch.cat([pool, extra])
-    model, reached = fit_s3(pool, classifier, clusters=clusters, sparsity=sparsity,
-                            self_training=self_training, holdout_attrs=holdout_attrs,
-                            steps=steps, batch=batch, hidden=hidden, lr=lr, lambda_id=lambda_id,
-                            lambda_faith=lambda_faith, lambda_gen=lambda_gen,
-                            faith_correlation=faith_correlation, seed=seed, progress=progress)
+    model, reached = fit_s3(pool, classifier, cfg, progress)
     folder = out / "s3"
     model.save_pretrained(folder)
-    settings = {"clusters": clusters, "sparsity_target": sparsity,
-                "self_training": self_training, "holdout_attrs": holdout_attrs,
-                "video_codes": video_codes, "steps": steps, "batch": batch, "hidden": hidden,
-                "lr": lr, "lambda_id": lambda_id, "lambda_faith": lambda_faith,
-                "lambda_gen": lambda_gen, "faith_correlation": faith_correlation, "seed": seed,
-                "code_dim": train.codes.shape[1]}
+    settings = {**asdict(cfg), "video_codes": video_codes, "code_dim": train.codes.shape[1]}
     attributes = list(classifier.config.attributes)
     clusters_of = {attr: int(k) for attr, k in zip(attributes, model.cluster_of, strict=True)}
     extra = {"group_sparsity": round(reached, 4), "cluster_of": clusters_of}
     _write_metrics(folder, S3Editor(model, classifier), classifier, train, held, settings,
-                   extra, report=(*REPORTED_ATTRIBUTES, *holdout_attrs))
+                   extra, report=(*REPORTED_ATTRIBUTES, *cfg.holdout_attrs))
     return folder
 
 

@@ -7,16 +7,16 @@ aligned crops and of the aligned frames of a real clip, at several step counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from s3edit.face.align import align_crop, to_crop_coords
 from s3edit.face.landmarks import landmarks68
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
-from s3edit.model.codes import landmark_code
+from s3edit.model.inputs import model_input, to_uint8
 from s3edit.train.autoencoder import FaceBatchSource, psnr, save_grid
 
 
@@ -30,26 +30,28 @@ class ClipCrops:
 
 
 def clip_crops(video: Path, resolution: int, max_frames: int | None = None,
-               attributes=None) -> ClipCrops:
-    """Track and align a clip exactly as `s3edit apply` does (`attributes`: the codec's)."""
-    from s3edit.face.identity import IdentityEncoder
-    from s3edit.pipeline import EditOptions, analyse_clip
+               attributes: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ClipCrops:
+    """Track and align a clip exactly as `s3edit apply` does (`attributes`: the face model's,
+    for a clip code that holds them)."""
+    from s3edit.model.face_model import PassThroughModel
+    from s3edit.options import EditOptions
+    from s3edit.pipeline import Pipeline
     from s3edit.video import probe, read_frames
 
     info = probe(video)
-    clip = analyse_clip(info, EditOptions("Eyeglasses", 0), IdentityEncoder(),
-                        attributes=attributes)
-    crops, lms = [], []
-    for t, frame in enumerate(read_frames(info)):
-        if max_frames is not None and len(crops) >= max_frames:
-            break
-        if clip.track.valid[t]:
-            square = clip.track.squares[t]
-            crops.append(align_crop(frame, square, resolution))
-            lms.append(to_crop_coords(landmarks68(clip.track.mesh[t]), square, resolution)
-                       / resolution)
-    images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return ClipCrops(images, landmark_code(torch.from_numpy(np.stack(lms))), clip.clip_code)
+    tracker = PassThroughModel(resolution)
+    tracker.attributes = attributes
+    clip = Pipeline(tracker, editor=None).analyse(info, EditOptions("Eyeglasses"))
+    track, inputs = clip.track, []
+    with closing(read_frames(info)) as frames:
+        for t, frame in enumerate(frames):
+            if max_frames is not None and len(inputs) >= max_frames:
+                break
+            if track.valid[t]:
+                inputs.append(model_input([frame], [track.squares[t]],
+                                          [landmarks68(track.mesh[t])], resolution))
+    return ClipCrops(torch.cat([i.images for i in inputs]),
+                     torch.cat([i.landmarks for i in inputs]), clip.clip_code)
 
 
 @torch.no_grad()
@@ -134,7 +136,6 @@ def attribute_edit(model: DiffusionFaceAutoencoder, held: FaceBatchSource, attr:
     """
     from s3edit.edit.attributes import ATTRIBUTES
     from s3edit.model.codes import IDENTITY_DIM
-    from s3edit.pipeline import to_uint8
 
     column = ATTRIBUTES.index(attr)
     ids = torch.nonzero(held.labels[:, column] < 0.5).flatten()[:count]

@@ -13,8 +13,10 @@ from typing import IO
 import numpy as np
 
 from s3edit.errors import S3EditError
+from s3edit.options import DEFAULT_CRF, DEFAULT_ENCODER
 from s3edit.video.binaries import error_reason, ffmpeg_exe, passthrough_args
-from s3edit.video.probe import VideoInfo, has_audio_stream
+from s3edit.video.info import VideoInfo
+from s3edit.video.probe import has_audio_stream
 
 # Containers where the index should sit at the front so playback can start while downloading.
 _FASTSTART = {".mp4", ".mov", ".m4v"}
@@ -44,14 +46,14 @@ class VideoWriter:
         info: VideoInfo,
         *,
         audio_from: str | os.PathLike[str] | None = None,
-        crf: int = 18,
-        codec: str = "libx264",
+        crf: int = DEFAULT_CRF,
+        encoder: str = DEFAULT_ENCODER,
         overwrite: bool = False,
     ) -> None:
         self.output = Path(output_path)
         self.info = info
         self.crf = crf
-        self.codec = codec
+        self.encoder = encoder  # ffmpeg video encoder (-c:v)
         self.frames_written = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
@@ -87,7 +89,7 @@ class VideoWriter:
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
             # The exact rate goes on the input; output timestamps follow it one to one.
             "-framerate", rate, "-i", "pipe:0",
-            "-map", "0:v:0", "-c:v", self.codec, "-crf", str(self.crf), "-pix_fmt", pix_fmt,
+            "-map", "0:v:0", "-c:v", self.encoder, "-crf", str(self.crf), "-pix_fmt", pix_fmt,
             # Convert and tag as BT.709 so players and our reader agree on the colours.
             "-vf", "scale=out_color_matrix=bt709:out_range=tv",
             "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",

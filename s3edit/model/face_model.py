@@ -1,14 +1,15 @@
 """The model boundary: aligned crops in, edited crops out.
 
-The pipeline only sees `FaceCodec`: encode a batch of aligned crops of one clip into per-frame
+The pipeline only sees `FaceModel`: encode a batch of aligned crops of one clip into per-frame
 latents under the clip code and each frame's landmark code, then decode latents under a
-(possibly edited) clip code. Video and face code never touch the network. A codec whose model
+(possibly edited) clip code. Video and face code never touch the network. A model that
 reads attributes offers `attributes`, which pass 1 calls on a few crops to build the clip code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # diffusers takes seconds to import; runs without the model s
     from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 
 
-class FaceCodec(Protocol):
+class FaceModel(Protocol):
     resolution: int
     # Aligned crops (N, 3, S, S) in [-1, 1] -> (N, 40) attribute values, or None when the
     # model's clip code is the identity alone.
@@ -34,11 +35,11 @@ class FaceCodec(Protocol):
     def decode(self, latents: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor,
                reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """latents -> crops (N, 3, R, R) in [-1, 1]; `reference`, the unedited (clip code,
-        landmarks), lets a codec with edit guidance scale the edit."""
+        landmarks), lets a model with edit guidance scale the edit."""
         ...
 
 
-class PassThroughCodec:
+class PassThroughModel:
     """Latents are the crops themselves: runs the whole video and face path with no model."""
 
     def __init__(self, resolution: int = 256, attribute_dim: int = 0):
@@ -57,7 +58,7 @@ class PassThroughCodec:
         return latents
 
 
-class DiffusionCodec:
+class DiffusionFaceModel:
     """Latents are DDIM noise maps of the diffusion autoencoder."""
 
     def __init__(self, model: DiffusionFaceAutoencoder, steps: int = 10, refine: int = 3,
@@ -98,3 +99,38 @@ class DiffusionCodec:
         return self.model.decode(latents.to(self.device), self._z_face(identity, landmarks),
                                  self.steps, reference=z_reference,
                                  guidance=self.guidance).cpu()
+
+
+def load_face_model(folder: Path, *, steps: int, refine: int, guidance: float,
+                    device: str | torch.device, no_model: bool = False) -> FaceModel:
+    """The weights folder's autoencoder (and the attribute encoder it reads, if any); with
+    `no_model`, a pass-through of the same clip code layout, so its editors still apply."""
+    from s3edit.weights import (
+        attribute_encoder_dir,
+        autoencoder_attribute_dim,
+        autoencoder_dir,
+        resolve_device,
+    )
+
+    if no_model:
+        return PassThroughModel(attribute_dim=autoencoder_attribute_dim(folder))
+    from s3edit.model.autoencoder import DiffusionFaceAutoencoder
+
+    model_dir = autoencoder_dir(folder)
+    if model_dir is None:
+        raise S3EditError(f"no autoencoder in {folder} (expected {folder}/autoencoder/"
+                          "config.json); train one with `s3edit train autoencoder` or use "
+                          "--no-model")
+    model = DiffusionFaceAutoencoder.from_pretrained(model_dir)
+    encoder = None
+    if model.config.attribute_dim:
+        from s3edit.face.attributes import AttributeEncoder
+
+        encoder_dir = attribute_encoder_dir(folder)
+        if encoder_dir is None:
+            raise S3EditError(f"the autoencoder in {model_dir} reads attributes, but there is "
+                              f"no {folder}/attribute_encoder/config.json; train one with "
+                              "`s3edit train attribute-encoder`")
+        encoder = AttributeEncoder.from_pretrained(encoder_dir)
+    return DiffusionFaceModel(model, steps, refine, resolve_device(str(device)), encoder,
+                              guidance)

@@ -1,0 +1,45 @@
+"""The editors' training settings, in one place: `s3edit train editor` takes its defaults from
+them and every run saves them in its metrics.json. Light to import (no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HOLDOUT = 2000  # the last N images of a folder: never trained on, scored in metrics.json
+
+
+@dataclass
+class TransformTrainConfig:
+    """What the learnt editors share: steps of Adam at `lr` on batches of clip codes."""
+
+    steps: int = 1500
+    lr: float = 1e-3
+    seed: int = 0
+
+
+@dataclass
+class LtTrainConfig(TransformTrainConfig):
+    """Latent Transformer heads: loss cls + lambda_attr * attr + lambda_rec * rec (the
+    issue's 1, 1, 10)."""
+
+    batch: int = 256
+    hidden: int = 64
+    lambda_attr: float = 1.0
+    lambda_rec: float = 10.0
+
+
+@dataclass
+class S3TrainConfig(TransformTrainConfig):
+    """S3Editor transforms (`s3edit.train.editors.fit_s3` says what each weight does)."""
+
+    clusters: int = 5  # attribute clusters, one transform each (1 = no routing)
+    sparsity: float = 0.1  # target share of hidden-neuron groups switched off
+    self_training: bool = True  # learn from pseudo-edited pairs
+    holdout_attrs: tuple[str, ...] = ()  # left out of training, edited through their cluster
+    # Weigh each other attribute in L_faith by 1 - |correlation| with the edited one.
+    faith_correlation: bool = False
+    batch: int = 512
+    hidden: int = 128
+    lambda_id: float = 100.0
+    lambda_faith: float = 1.0
+    lambda_gen: float = 1.0
