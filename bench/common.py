@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_VIDEO = "videoretalking/examples/face/1.mp4"
@@ -21,3 +26,27 @@ def resolve_video(video: str, data: Path) -> Path:
             return candidate
     sys.exit(f"error: {video}: not found (looked here and under {data / 'videos'}; "
              "set --data or S3EDIT_SHARED_DATA)")
+
+
+def add_machine_args(parser: argparse.ArgumentParser) -> None:
+    import torch
+
+    parser.add_argument("--device", choices=["cpu", "cuda"],
+                        default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads; 0 = torch's default")
+
+
+def setup_machine(args: argparse.Namespace) -> torch.device:
+    """Apply --threads and --device, and print the machine line every table starts with."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda, but torch sees no CUDA GPU")
+    print(f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    return device

@@ -38,17 +38,15 @@ import numpy as np
 import torch
 from common import default_data_dir, resolve_video
 
-from s3edit.cli import DEFAULT_GUIDANCE, load_models
 from s3edit.edit.base import Editor
 from s3edit.edit.classifier import LatentAttributeClassifier
 from s3edit.edit.linear import LinearEditor
-from s3edit.edit.loading import load_expressions
 from s3edit.edit.lt import LatentTransformer, LatentTransformerEditor
 from s3edit.edit.s3 import S3Editor, S3Transform
-from s3edit.face.identity import IdentityEncoder
 from s3edit.metrics.evaluate import evaluate_pair
-from s3edit.model.codec import DiffusionCodec
-from s3edit.pipeline import EditOptions, Pipeline, analyse_clip
+from s3edit.model.face_model import FaceModel
+from s3edit.options import DEFAULT_GUIDANCE, EditOptions
+from s3edit.pipeline import Pipeline
 from s3edit.video import VideoWriter, probe
 from s3edit.weights import default_weights_dir
 
@@ -60,12 +58,12 @@ METRICS = (*COMPARED, "target_before", "target_after", "success_rate")
 
 
 class InvertOnce:
-    """A DiffusionCodec that remembers its results: the inversion and the reconstruction of a
+    """A face model that remembers its results: the inversion and the reconstruction of a
     clip are the same for every editor, so only the edit's decoding runs again."""
 
-    def __init__(self, codec: DiffusionCodec):
-        self.codec, self.resolution = codec, codec.resolution
-        self.attributes = codec.attributes
+    def __init__(self, model: FaceModel):
+        self.model, self.resolution = model, model.resolution
+        self.attributes = model.attributes
         self.cache: dict[str, torch.Tensor] = {}
 
     def _memo(self, fn, *tensors: torch.Tensor) -> torch.Tensor:
@@ -76,13 +74,13 @@ class InvertOnce:
         return self.cache[key]
 
     def encode(self, crops, identity, landmarks):
-        return self._memo(self.codec.encode, crops, identity, landmarks)
+        return self._memo(self.model.encode, crops, identity, landmarks)
 
     def decode(self, latents, identity, landmarks, reference=None):
-        if reference is not None and self.codec.guidance != 1:
-            return self._memo(lambda *t: self.codec.decode(*t[:3], reference=t[3:]), latents,
+        if reference is not None and self.model.guidance != 1:
+            return self._memo(lambda *t: self.model.decode(*t[:3], reference=t[3:]), latents,
                               identity, landmarks, *reference)
-        return self._memo(self.codec.decode, latents, identity, landmarks)
+        return self._memo(self.model.decode, latents, identity, landmarks)
 
 
 def success(result: dict, scale: float) -> dict:
@@ -196,10 +194,11 @@ def main() -> None:
     done = {(r["clip"], r["attr"], r["editor"], r["scale"]) for r in rows}
 
     editors = [load_editor_spec(s, args.weights) for s in args.editors or ["linear", "lt", "s3"]]
-    shared_codec, _, _ = load_models(args.weights, "cpu", args.steps, args.refine, False,
-                                     "linear", args.guidance)
-    expressions = load_expressions(args.weights) if args.expressions else None
-    encoder = IdentityEncoder()
+    pipeline = Pipeline.from_weights(args.weights, editor="linear", steps=args.steps,
+                                     refine=args.refine, guidance=args.guidance, device="cpu")
+    shared_model = pipeline.model
+    if not args.expressions:
+        pipeline.expressions = None
     for clip_name in args.clips:
         if all((clip_name, a, label, s) in done
                for a in args.attrs for label, _ in editors for s in args.scales):
@@ -207,14 +206,14 @@ def main() -> None:
         src = args.out / (clip_name.replace("/", "_"))
         cut(resolve_video(clip_name, args.data), args.frames, src)
         info = probe(src)
-        codec = InvertOnce(shared_codec)
+        pipeline.model, pipeline.editor = InvertOnce(shared_model), editors[0][1]
         start = time.perf_counter()
-        clip = analyse_clip(info, EditOptions("Eyeglasses", 0), encoder,
-                            attributes=codec.attributes)
-        # A scale-0 render fills the codec's cache: tracking, inversion and reconstruction are
+        recon = EditOptions("Eyeglasses", 0)
+        clip = pipeline.analyse(info, recon)
+        # A scale-0 render fills the model's cache: tracking, inversion and reconstruction are
         # then timed once per clip, apart from each editor's own work.
-        Pipeline(codec, editors[0][1], EditOptions("Eyeglasses", 0)).render(
-            info, clip, VideoWriter(src.with_suffix(".recon.mp4"), info, overwrite=True))
+        pipeline.render(info, clip, recon,
+                        VideoWriter(src.with_suffix(".recon.mp4"), info, overwrite=True))
         shared_seconds = time.perf_counter() - start
         for attr in args.attrs:
             for (label, editor), scale in itertools.product(editors, args.scales):
@@ -224,7 +223,8 @@ def main() -> None:
                 opts = EditOptions(attr, scale, overwrite=True, audio=False)
                 edit_start = time.perf_counter()
                 writer = VideoWriter(edited, info, audio_from=None, overwrite=True)
-                Pipeline(codec, editor, opts, expressions=expressions).render(info, clip, writer)
+                pipeline.editor = editor
+                pipeline.render(info, clip, opts, writer)
                 edit_seconds = time.perf_counter() - edit_start
                 result = evaluate_pair(src, edited, attr, every=args.every)
                 row = {"clip": clip_name, "attr": attr, "editor": label, "scale": scale,

@@ -3,10 +3,11 @@ DDIM decoding, over a grid of step counts and batch sizes.
 
     python bench/model_speed.py --steps 10 20 50 --batch 1 8 32 --device cpu
 
-Each (steps, batch) cell times ONE invert call and ONE decode call (`--repeat N` keeps the
-best of N), i.e. batch x steps UNet passes each; pick a smaller grid on a slow machine. The
-model is untrained unless `--weights` is given: speed depends on the architecture and the
-resolution only. A benchmark, not a test.
+Each (steps, batch) cell times ONE encode call and ONE decode call of the pipeline's face model
+(`s3edit.model.face_model`, as `Pipeline.from_weights` loads it; `--repeat N` keeps the best of
+N), i.e. batch x steps UNet passes each; pick a smaller grid on a slow machine. The model is
+untrained unless `--weights` is given: speed depends on the architecture and the resolution
+only. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before mediapipe loads: hush i
 import argparse
 import re
 import resource
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -27,12 +27,13 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from common import DEFAULT_VIDEO, default_data_dir
+from common import DEFAULT_VIDEO, add_machine_args, default_data_dir, setup_machine
 
 from s3edit.face.identity import IdentityEncoder
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import IDENTITY_DIM, LANDMARK_DIM
-from s3edit.weights import autoencoder_dir
+from s3edit.model.face_model import DiffusionFaceModel, load_face_model
+from s3edit.options import DEFAULT_REFINE
 
 T = TypeVar("T")
 
@@ -120,15 +121,13 @@ def parse_args() -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50], help="DDIM steps")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="batch sizes")
-    p.add_argument("--device", choices=["cpu", "cuda"],
-                   default="cuda" if torch.cuda.is_available() else "cpu")
+    add_machine_args(p)
     p.add_argument("--repeat", type=int, default=1, help="calls per cell; the best is kept")
-    p.add_argument("--refine", type=int, default=3,
+    p.add_argument("--refine", type=int, default=DEFAULT_REFINE,
                    help="fixed-point iterations per inversion step (apply's --refine)")
     p.add_argument("--weights", type=Path, default=None,
                    help="weights folder with autoencoder/ (default: a random-init model)")
     p.add_argument("--resolution", type=int, default=64, help="crop size of the random model")
-    p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
     p.add_argument("--id-repeat", type=int, default=10,
                    help="identity embeddings to time (one face per call); 0 skips them")
     p.add_argument("--video", default=DEFAULT_VIDEO,
@@ -140,28 +139,18 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("error: --device cuda, but torch sees no CUDA GPU")
-
+    device = setup_machine(args)
     if args.weights is not None:
-        model_dir = autoencoder_dir(args.weights)
-        if model_dir is None:
-            sys.exit(f"error: no autoencoder in {args.weights} (expected autoencoder/config.json)")
-        model = DiffusionFaceAutoencoder.from_pretrained(model_dir)
-        label = f"weights {model_dir}"
+        face_model = load_face_model(args.weights, steps=1, refine=args.refine, guidance=1.0,
+                                     device=device)
+        label = f"weights {args.weights}"
     else:
-        model = DiffusionFaceAutoencoder(resolution=args.resolution)
+        face_model = DiffusionFaceModel(DiffusionFaceAutoencoder(resolution=args.resolution),
+                                        1, args.refine, device)
         label = "random init"
-    model = model.to(device).eval()
+    model = face_model.model
     res = model.config.resolution
     params = sum(p.numel() for p in model.parameters()) / 1e6
-
-    print(f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"model:   {label}, {res}px, {params:.1f} M params; inversion with {args.refine} "
           "fixed-point iterations a step")
 
@@ -184,15 +173,14 @@ def main() -> None:
               + ("per cell (VmHWM reset before each)" if peak.per_cell
                  else "the process's so far (VmHWM reset refused)"))
 
-    def inputs(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x0 = torch.rand(batch, 3, res, res, device=device) * 2 - 1
-        with torch.no_grad():
-            z = model.z_face(torch.randn(batch, IDENTITY_DIM, device=device),
-                             torch.rand(batch, LANDMARK_DIM, device=device) * 2 - 1)
-        return x0, z
+    code_dim = IDENTITY_DIM + model.config.attribute_dim
 
-    x0, z = inputs(1)
-    model.decode(model.invert(x0, z, 1), z, 1)  # warm-up: kernels, allocator, thread pool
+    def inputs(batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Crops, a clip code and landmark codes as the pipeline hands them over (on the CPU)."""
+        return (torch.rand(batch, 3, res, res) * 2 - 1, torch.randn(code_dim),
+                torch.rand(batch, LANDMARK_DIM) * 2 - 1)
+
+    face_model.encode(*inputs(1))  # warm-up: kernels, allocator, thread pool
 
     print()
     header = (f"{'steps':>6}{'batch':>7}{'invert ms/frame':>17}{'decode ms/frame':>17}"
@@ -201,17 +189,19 @@ def main() -> None:
     print("-" * len(header))
     for steps in args.steps:
         for batch in args.batch:
-            x0, z = inputs(batch)
+            x0, code, landmarks = inputs(batch)
+            face_model.steps = steps
             peak.reset()
-            t_inv, latents = best_time(partial(model.invert, x0, z, steps, args.refine),
+            t_inv, latents = best_time(partial(face_model.encode, x0, code, landmarks),
                                        args.repeat, device)
-            t_dec, _ = best_time(partial(model.decode, latents, z, steps), args.repeat, device)
+            t_dec, _ = best_time(partial(face_model.decode, latents, code, landmarks),
+                                 args.repeat, device)
             inv, dec = 1000 * t_inv / batch, 1000 * t_dec / batch
             print(f"{steps:>6}{batch:>7}{inv:>17.1f}{dec:>17.1f}{inv + dec:>16.1f}"
                   f"{1000 / (inv + dec):>10.2f}{peak.peak_mb():>9.0f}", flush=True)
     print()
-    print("total = one inversion + one decode per frame; an edit blended with --blend residual "
-          "decodes twice (edit and reconstruction).")
+    print("total = one inversion + one decode per frame; --blend residual-decoded decodes "
+          "twice (edit and reconstruction).")
 
 
 if __name__ == "__main__":
