@@ -1,0 +1,86 @@
+"""The library's way in, run in process: `Pipeline` with the pass-through model on a short real
+clip (no network), beside the subprocess runs of tests/test_cli.py."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import PCAVS_CLIP, ffmpeg, psnr, shared_clip
+
+import s3edit.pipeline
+from s3edit.edit.loading import UntrainedEditor
+from s3edit.errors import S3EditError, UsageError
+from s3edit.model.face_model import PassThroughModel
+from s3edit.options import EditOptions
+from s3edit.pipeline import Pipeline
+from s3edit.video import probe, read_frames
+
+
+@pytest.fixture(scope="module")
+def clip(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Half a second (12 frames) of a real talking head, 224x224 with audio."""
+    path = tmp_path_factory.mktemp("pipeline") / "clip.mp4"
+    ffmpeg("-i", shared_clip(shared_data, PCAVS_CLIP), "-t", "0.5", path)
+    return path
+
+
+def frames(path: Path) -> np.ndarray:
+    return np.stack(list(read_frames(probe(path))))
+
+
+def test_from_weights_edits_a_clip_in_three_lines(clip: Path, tmp_path: Path):
+    pipeline = Pipeline.from_weights(no_model=True)  # the bundled editors, no autoencoder
+    result = pipeline.run(clip, tmp_path / "out.mp4", EditOptions("eyeglasses", 0.6))
+    assert (result.attr, result.scale, result.status) == ("Eyeglasses", 0.6, "ok")
+    assert result.frames == result.frames_with_face == probe(clip).frame_count
+    # The pass-through model draws the input crop back, so the residual blend adds nothing.
+    assert psnr(frames(clip), frames(tmp_path / "out.mp4")) > 40
+
+
+def test_run_takes_the_callers_video_info_and_times_its_stages(clip: Path, tmp_path: Path,
+                                                               monkeypatch):
+    info = probe(clip)
+
+    def no_second_probe(path):
+        raise AssertionError("run probed the input again")
+
+    monkeypatch.setattr(s3edit.pipeline, "probe", no_second_probe)
+    seen: list[str] = []
+
+    @contextmanager
+    def timer(stage: str):
+        seen.append(stage)
+        yield
+
+    pipeline = Pipeline(PassThroughModel(64), UntrainedEditor("s3", tmp_path), timer=timer)
+    options = EditOptions("Smiling", 0, blend="plain", batch_size=5, audio=False)
+    result = pipeline.run(info, tmp_path / "out.mp4", options)
+    assert result.frames == info.frame_count
+    assert {"decode (pass 1)", "detect + landmarks", "identity embed", "align crop",
+            "model encode (invert)", "model decode (edit)", "paste back",
+            "video encode"} <= set(seen)
+    assert seen.count("model encode (invert)") == 3  # 12 frames in batches of 5
+    assert "model decode (recon)" not in seen  # only --blend residual-decoded decodes twice
+    out = probe(tmp_path / "out.mp4")
+    assert (out.frame_count, out.has_audio) == (info.frame_count, False)
+
+
+def test_an_edit_without_its_editor_fails_before_reading_the_video(tmp_path: Path):
+    pipeline = Pipeline(PassThroughModel(64), UntrainedEditor("lt", tmp_path))
+    with pytest.raises(S3EditError, match="no weights for the 'lt' editor"):
+        pipeline.run(tmp_path / "not-there.mp4", tmp_path / "out.mp4",
+                     EditOptions("eyeglasses", 0.5))
+    pipeline.check_edit(EditOptions("eyeglasses", 0))  # scale 0 needs no editor
+
+
+def test_edit_options_check_what_they_are_given():
+    assert EditOptions("blond_hair").attr == "Blond_Hair"
+    with pytest.raises(UsageError, match="blend"):
+        EditOptions("eyeglasses", blend="soft")
+    with pytest.raises(UsageError):
+        EditOptions("spectacles")
+    with pytest.raises(UsageError, match="editor"):
+        Pipeline.from_weights(editor="nope", no_model=True)
