@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
+import s3edit.video.binaries as binaries
 from s3edit.errors import VideoError
-from s3edit.video import binaries
 from s3edit.video.binaries import decode_command, error_reason, ffmpeg_exe
 from s3edit.video.info import VideoInfo
 
