@@ -15,6 +15,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before mediapipe loads: hush its C++ logs
+# s3edit sets torch's thread wait policy on import, which must precede torch's: time what apply runs
+import s3edit  # noqa: E402, F401
+
+# isort: split
 
 import argparse
 import re

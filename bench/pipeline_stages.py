@@ -16,6 +16,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before mediapipe loads: hush its C++ logs
+# s3edit sets torch's thread wait policy on import, which must precede torch's: time what apply runs
+import s3edit  # noqa: E402, F401
+
+# isort: split
 
 import argparse
 import resource
@@ -31,7 +35,14 @@ from common import DEFAULT_VIDEO, add_machine_args, default_data_dir, resolve_vi
 
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.face_model import DiffusionFaceModel
-from s3edit.options import BLENDS, DEFAULT_REFINE, DEFAULT_STEPS, EditOptions
+from s3edit.options import (
+    BLENDS,
+    DEFAULT_PRECISION,
+    DEFAULT_REFINE,
+    DEFAULT_STEPS,
+    PRECISIONS,
+    EditOptions,
+)
 from s3edit.pipeline import Pipeline
 from s3edit.video import binaries, probe
 from s3edit.weights import autoencoder_dir, default_weights_dir
@@ -39,8 +50,8 @@ from s3edit.weights import autoencoder_dir, default_weights_dir
 # The pipeline's stages in the order a frame meets them (the writer opens before pass 2).
 STAGES = ("load face detector", "decode (pass 1)", "detect + landmarks", "track",
           "identity embed", "clip code", "decode (pass 2)", "align crop",
-          "model encode (invert)", "model decode (edit)", "model decode (recon)", "mask",
-          "paste back", "video encode")
+          "model encode (invert)", "model decode (edit)", "model decode (recon)",
+          "interpolate", "mask", "paste back", "video encode")
 
 
 class Stages:
@@ -74,19 +85,22 @@ class Nudge:
 def load_pipeline(args: argparse.Namespace, device: torch.device) -> tuple[Pipeline, str]:
     if args.model == "random":  # speed depends on the architecture and resolution only
         model = DiffusionFaceAutoencoder(resolution=args.resolution)
-        pipeline = Pipeline(DiffusionFaceModel(model, args.steps, args.refine, device), Nudge())
+        pipeline = Pipeline(DiffusionFaceModel(model, args.steps, args.refine, device,
+                                               precision=args.precision), Nudge())
         label = "random init"
     else:
         pipeline = Pipeline.from_weights(args.weights, editor=args.editor, steps=args.steps,
                                          refine=args.refine, device=str(device),
+                                         precision=args.precision,
                                          no_model=args.model == "none")
         if args.model == "none":
             return pipeline, "none (PassThroughModel: the face path only)"
         model, label = pipeline.model.model, f"weights {autoencoder_dir(args.weights)}"
     params = sum(p.numel() for p in model.parameters()) / 1e6
+    arithmetic = "bf16 autocast" if pipeline.model.bf16 else "fp32"
     return pipeline, (f"{label}, {model.config.resolution}px, {params:.1f} M params, "
                       f"{args.steps} DDIM steps, {args.refine} fixed-point iterations per "
-                      "inversion step")
+                      f"inversion step, {arithmetic}")
 
 
 def first_frames(video: Path, frames: int, folder: Path) -> Path:
@@ -117,7 +131,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--refine", type=int, default=DEFAULT_REFINE,
                    help="fixed-point iterations per inversion step (apply's --refine)")
     defaults = EditOptions("Eyeglasses")
-    p.add_argument("--batch", type=int, default=defaults.batch_size, help="frames per batch")
+    p.add_argument("--batch", type=int, default=defaults.batch_size,
+                   help="keyframes per batch")
+    p.add_argument("--keyframe-every", type=int, default=defaults.keyframe_every,
+                   help="model on every k-th tracked frame (1: every frame, the full "
+                        "computation)")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help="the UNet's arithmetic (apply's --precision)")
     p.add_argument("--blend", choices=BLENDS, default=defaults.blend,
                    help="residual-decoded decodes twice a batch (edit and reconstruction)")
     p.add_argument("--identity-frames", type=int, default=defaults.identity_frames,
@@ -149,10 +169,12 @@ def main() -> None:
         start = time.perf_counter()
         pipeline, label = load_pipeline(args, device)
         setup = time.perf_counter() - start
-        print(f"model:   {label}, batch {args.batch}, blend {args.blend}")
+        print(f"model:   {label}, batch {args.batch}, blend {args.blend}, keyframe every "
+              f"{args.keyframe_every}")
         stages = Stages(device)
         pipeline.timer = stages.timer
         options = EditOptions(args.attr, args.scale, blend=args.blend, batch_size=args.batch,
+                              keyframe_every=args.keyframe_every,
                               identity_frames=args.identity_frames, audio=args.audio)
         run_start = time.perf_counter()
         result = pipeline.run(info, Path(tmp) / "out.mp4", options)
@@ -179,6 +201,10 @@ def main() -> None:
     print(f"overall: {n} frames in {wall:.2f} s = {n / wall:.2f} frames/s; peak RSS {peak:.0f} MB"
           + (f", peak CUDA {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB"
              if device.type == "cuda" else ""))
+    # What a user waits for: the run plus loading the models (a 5 s clip at 25 fps is
+    # `--frames 125`).
+    print(f"clip:    {n / float(info.fps):.2f} s of video edited in {setup + wall:.1f} s, "
+          "model loading included")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,13 @@ from s3edit.errors import UsageError
 DEFAULT_STEPS = 10
 DEFAULT_REFINE = 3
 DEFAULT_GUIDANCE = 1.0  # edit guidance off: one network pass a decoding step
+# The UNet's arithmetic: "auto" is bf16 where the hardware has it (see
+# s3edit.model.face_model.uses_bf16), "fp32" the full computation.
+PRECISIONS = ("auto", "bf16", "fp32")
+DEFAULT_PRECISION = "auto"
+# The model runs on every 4th tracked frame (and on fast motion); the edit's change is
+# interpolated in between (s3edit/keyframes.py). 1 runs it on every frame.
+DEFAULT_KEYFRAME_EVERY = 4
 DEFAULT_EDITOR = "s3"  # it measures better than linear and lt at equal target change
 EDITORS = ("linear", "lt", "s3")
 # residual: the edit's change (decoded edit minus input crop) added onto the frame;
@@ -45,7 +52,12 @@ class EditOptions:
     scale: float = 0.5
     blend: str = "residual"
     face_index: int | None = None  # counted left to right on the first frame; None: largest
-    batch_size: int = 8  # frames per model batch
+    # Keyframes per model batch. Torch's threads sleep between kernels here (see
+    # s3edit/__init__.py), which costs least on big batches: a batch of 8 crops ran 7.0 s
+    # per 8, 16 ran 5.1 and 32 ran 4.0 (2 cores, bf16). 16 keyframes hold up to 64 frames in
+    # memory until their faces come back from the model.
+    batch_size: int = 16
+    keyframe_every: int = DEFAULT_KEYFRAME_EVERY
     identity_frames: int = 16  # evenly spread frames whose codes make the clip code
     track: TrackOptions = field(default_factory=TrackOptions)
     crf: int = DEFAULT_CRF
@@ -59,3 +71,5 @@ class EditOptions:
         self.attr = resolve_attribute(self.attr)
         if self.blend not in BLENDS:
             raise UsageError(f"unknown blend {self.blend!r}: choose from {', '.join(BLENDS)}")
+        if self.keyframe_every < 1:
+            raise UsageError(f"keyframe_every must be at least 1, got {self.keyframe_every}")

@@ -6,9 +6,10 @@
 Pass 1 streams the video through the face detector and tracker (landmarks only are kept) and
 embeds the identity, and with a model that reads them the attributes, on a few evenly spread
 frames. The edit then changes the clip code once (an expression instead adds one offset to
-every frame's landmark code). Pass 2 streams the video again: aligned crops go through the
-model in batches, are pasted back through the soft face mask, and the frames go straight to
-the encoder.
+every frame's landmark code). Pass 2 streams the video again: the aligned crops of keyframes
+go through the model in batches, the frames between take the change interpolated from the
+keyframes around them (s3edit/keyframes.py), every face is pasted back through the soft face
+mask, and the frames go straight to the encoder.
 """
 
 from __future__ import annotations
@@ -27,18 +28,20 @@ from s3edit.edit.base import Editor
 from s3edit.edit.expression import CodeEdit, ExpressionDirections, edit_codes
 from s3edit.edit.loading import UntrainedEditor, load_editor, load_expressions
 from s3edit.errors import S3EditError, UsageError
-from s3edit.face.align import align_crop, square_from_landmarks
+from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector, landmarks68
 from s3edit.face.mask import face_mask
 from s3edit.face.paste import paste_back
 from s3edit.face.track import FaceTrack, FaceTracker
+from s3edit.keyframes import interpolated_delta, select_keyframes
 from s3edit.model.codes import clip_code, identity_code
 from s3edit.model.face_model import FaceModel, load_face_model
 from s3edit.model.inputs import ModelInput, model_input, to_model_range, to_uint8
 from s3edit.options import (
     DEFAULT_EDITOR,
     DEFAULT_GUIDANCE,
+    DEFAULT_PRECISION,
     DEFAULT_REFINE,
     DEFAULT_STEPS,
     EDITORS,
@@ -113,13 +116,15 @@ class ClipCodeSampler:
 
 @dataclass
 class Batch:
-    """Frames of pass 2 on their way to the writer; `todo` are those with a tracked face."""
+    """Frames of pass 2 on their way to the writer; `todo` are those with a tracked face, and
+    `keys` marks those of them the model runs on (the others take an interpolated change)."""
 
     frames: list[tuple[int, np.ndarray]]
     todo: list[tuple[int, np.ndarray]]
+    keys: np.ndarray  # (len(todo),) bool
     inputs: ModelInput | None = None
-    edited: np.ndarray | None = None  # (N, R, R, 3) uint8 decoded edits of `todo`
-    reference: np.ndarray | None = None  # what the edit's change is taken against (residual)
+    # (len(todo), R, R, 3) float32: what the edit changes in each aligned crop
+    delta: np.ndarray | None = None
 
 
 class Pipeline:
@@ -139,13 +144,14 @@ class Pipeline:
     def from_weights(cls, folder: str | os.PathLike[str] | None = None, *,
                      editor: str = DEFAULT_EDITOR, steps: int = DEFAULT_STEPS,
                      refine: int = DEFAULT_REFINE, guidance: float = DEFAULT_GUIDANCE,
-                     device: str = "auto", no_model: bool = False,
-                     progress: ProgressHook = no_progress) -> Pipeline:
+                     device: str = "auto", precision: str = DEFAULT_PRECISION,
+                     no_model: bool = False, progress: ProgressHook = no_progress) -> Pipeline:
         """Load a weights folder (default: the bundled weights/, or $S3EDIT_WEIGHTS).
 
         `editor` moves the clip code (linear, lt or s3); `steps` and `refine` set DDIM
-        inversion and decoding, `guidance` the edit guidance; `no_model` skips the autoencoder
-        (tracking, alignment and paste-back only).
+        inversion and decoding, `guidance` the edit guidance, `precision` the UNet's
+        arithmetic (auto, bf16, fp32); `no_model` skips the autoencoder (tracking, alignment
+        and paste-back only).
         """
         from s3edit.weights import default_weights_dir
 
@@ -155,7 +161,7 @@ class Pipeline:
         if not path.is_dir():
             raise S3EditError(f"weights folder {path} does not exist")
         model = load_face_model(path, steps=steps, refine=refine, guidance=guidance,
-                                device=device, no_model=no_model)
+                                device=device, no_model=no_model, precision=precision)
         return cls(model, load_editor(path, editor), load_expressions(path), progress)
 
     @property
@@ -266,12 +272,16 @@ class Pipeline:
         """Pass 2: edit every tracked frame and write the video."""
         edit = edit_codes(self.editor, self.expressions, clip.clip_code, options.attr,
                           options.scale)
+        keys = self.keyframes(clip.track, options)
         advance = self.progress("editing frames", info.frame_count)
         pending: list[tuple[int, np.ndarray]] = []
+        last_key: tuple[int, np.ndarray] | None = None  # the latest keyframe and its delta
 
         def flush() -> None:
-            batch = self.prepare(pending, clip.track)
+            nonlocal last_key
+            batch = self.prepare(pending, clip.track, keys)
             self.run_model(batch, clip, edit, options)
+            last_key = self.interpolate(batch, last_key)
             frames = self.paste(batch, clip.track, options)
             with self.timer("video encode"):
                 for frame in frames:
@@ -283,7 +293,8 @@ class Pipeline:
         try:
             for t, frame in enumerate(self._frames(info, "decode (pass 2)")):
                 pending.append((t, frame))
-                if sum(clip.track.valid[i] for i, _ in pending) >= options.batch_size:
+                # Flushed at a keyframe, so the frames before it have theirs on both sides.
+                if keys[t] and sum(keys[i] for i, _ in pending) >= options.batch_size:
                     flush()
                     pending = []
             flush()
@@ -293,50 +304,80 @@ class Pipeline:
         with self.timer("video encode"):
             writer.__exit__(None, None, None)  # flush, mux the audio, rename into place
 
-    def prepare(self, frames: list[tuple[int, np.ndarray]], track: FaceTrack) -> Batch:
+    def keyframes(self, track: FaceTrack, options: EditOptions) -> np.ndarray:
+        """(T,) bool: the frames the model runs on (see `s3edit.keyframes`)."""
+        landmarks = np.zeros((track.frames, 68, 2))
+        for t in np.flatnonzero(track.valid):
+            landmarks[t] = to_crop_coords(landmarks68(track.mesh[t]), track.squares[t], 1)
+        return select_keyframes(track.valid, landmarks, options.keyframe_every)
+
+    def prepare(self, frames: list[tuple[int, np.ndarray]], track: FaceTrack,
+                keys: np.ndarray) -> Batch:
         """The aligned crops and landmark codes of the frames with a tracked face."""
-        batch = Batch(frames, [(t, frame) for t, frame in frames if track.valid[t]])
+        todo = [(t, frame) for t, frame in frames if track.valid[t]]
+        batch = Batch(frames, todo, np.array([keys[t] for t, _ in todo], bool))
         if batch.todo:
             with self.timer("align crop"):
                 batch.inputs = model_input(
                     [frame for _, frame in batch.todo], [track.squares[t] for t, _ in batch.todo],
                     [landmarks68(track.mesh[t]) for t, _ in batch.todo], self.model.resolution)
+            batch.delta = np.zeros(batch.inputs.crops.shape, np.float32)
         return batch
 
     def run_model(self, batch: Batch, clip: ClipAnalysis, edit: CodeEdit,
                   options: EditOptions) -> None:
-        """Invert the crops under the clip's codes and decode them under the edited ones."""
-        if batch.inputs is None:
+        """Invert the keyframes' crops under the clip's codes, decode them under the edited
+        ones, and keep what the edit changed in each."""
+        if batch.inputs is None or not batch.keys.any():
             return
-        x0, landmarks = batch.inputs.images, batch.inputs.landmarks
+        if options.blend != "plain" and not edit.changes(clip.clip_code):
+            return  # nothing to add: the frames stay as they were
+        keys = batch.keys
+        x0, landmarks = batch.inputs.images[keys], batch.inputs.landmarks[keys]
         with self.timer("model encode (invert)"):
             latents = self.model.encode(x0, clip.clip_code, landmarks)
         with self.timer("model decode (edit)"):
-            batch.edited = to_uint8(self.model.decode(
-                latents, edit.identity, edit.landmarks(landmarks),
-                reference=(clip.clip_code, landmarks)))
-        if options.blend == "plain":
-            pass
-        elif not edit.changes(clip.clip_code):
-            batch.reference = batch.edited  # nothing to add: the frame stays as it was
-        elif options.blend == "residual":
+            edited = to_uint8(self.model.decode(latents, edit.identity, edit.landmarks(landmarks),
+                                                reference=(clip.clip_code, landmarks)))
+        if options.blend == "residual-decoded":
+            with self.timer("model decode (recon)"):
+                base = to_uint8(self.model.decode(latents, clip.clip_code, landmarks))
+        else:
             # Inversion and decoding are exact reverses (about 40 dB), so the input crop
             # stands in for the decoded reconstruction and saves its network passes.
-            batch.reference = batch.inputs.crops
-        elif options.blend == "residual-decoded":
-            with self.timer("model decode (recon)"):
-                batch.reference = to_uint8(self.model.decode(latents, clip.clip_code,
-                                                             landmarks))
+            base = batch.inputs.crops[keys]
+        batch.delta[keys] = edited.astype(np.float32) - base
+
+    def interpolate(self, batch: Batch, last_key: tuple[int, np.ndarray] | None
+                    ) -> tuple[int, np.ndarray] | None:
+        """Give the frames between keyframes the change interpolated from the keyframes on
+        either side; returns the batch's last keyframe, the one before the next batch."""
+        if batch.delta is None:
+            return last_key
+        with self.timer("interpolate"):
+            frames = [t for t, _ in batch.todo]
+            keys = ([last_key] if last_key is not None else []) + [
+                (frames[i], batch.delta[i]) for i in np.flatnonzero(batch.keys)]
+            right = 0
+            for i in np.flatnonzero(~batch.keys):
+                while keys[right][0] < frames[i]:
+                    right += 1
+                batch.delta[i] = interpolated_delta(frames[i], keys[right - 1], keys[right])
+        return keys[-1]
 
     def paste(self, batch: Batch, track: FaceTrack, options: EditOptions
               ) -> list[np.ndarray]:
         """The batch's frames in order, each edited face pasted back through its mask."""
         edited: dict[int, np.ndarray] = {}
         for i, (t, frame) in enumerate(batch.todo):
+            crop = batch.inputs.crops[i]
             with self.timer("mask"):
                 mask = face_mask(track.mesh[t], frame.shape[:2], attr=options.attr)
             with self.timer("paste back"):
-                edited[t] = paste_back(
-                    frame, batch.edited[i], track.squares[t], mask,
-                    reconstructed_crop=None if batch.reference is None else batch.reference[i])
+                if options.blend == "plain":
+                    edited[t] = paste_back(frame, np.clip(crop + batch.delta[i], 0, 255),
+                                           track.squares[t], mask)
+                else:
+                    edited[t] = paste_back(frame, crop + batch.delta[i], track.squares[t],
+                                           mask, reconstructed_crop=crop)
         return [edited.get(t, frame) for t, frame in batch.frames]

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from s3edit.edit.attributes import ATTRIBUTES
+from s3edit.errors import UsageError
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import (
     ATTRIBUTE_DIM,
@@ -14,7 +15,7 @@ from s3edit.model.codes import (
     identity_code,
     landmark_code,
 )
-from s3edit.model.face_model import DiffusionFaceModel, PassThroughModel
+from s3edit.model.face_model import DiffusionFaceModel, PassThroughModel, uses_bf16
 from s3edit.train.autoencoder import FaceBatchSource
 from s3edit.train.upgrade import upgrade
 
@@ -307,7 +308,8 @@ def test_edit_guidance_scales_what_the_edit_changes():
 def test_face_model_guides_decoding_with_the_unedited_codes():
     identity, landmarks = codes(2)
     latents = torch.randn(2, 3, 16, 16)
-    codec = DiffusionFaceModel(tiny_model(), steps=3, refine=0, guidance=2.0)
+    codec = DiffusionFaceModel(tiny_model(), steps=3, refine=0, guidance=2.0,
+                               precision="fp32")
     model = codec.model
     with torch.no_grad():
         expected = model.decode(latents, model.z_face(identity[1:].expand(2, -1), landmarks), 3,
@@ -341,3 +343,29 @@ def test_face_models_offer_attributes_when_the_model_reads_them():
     code = clip_code(identity[0], values.mean(0))
     assert code.shape == (model.clip_code_dim,)
     assert codec.decode(codec.encode(crops, code, landmarks), code, landmarks).shape == crops.shape
+
+
+def test_bf16_runs_the_unet_in_bf16_and_keeps_the_round_trip():
+    model = tiny_model("v_prediction")
+    seen = []
+    model.unet.register_forward_hook(lambda m, args, out: seen.append(out.sample.dtype))
+    x0 = torch.rand(2, 3, 16, 16) * 2 - 1
+    z = model.z_face(*codes(2))
+    exact = model.decode(model.invert(x0, z, 5, refine=2), z, 5)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    halved = model.decode(model.invert(x0, z, 5, refine=2, bf16=True), z, 5, bf16=True)
+    assert set(seen) == {torch.bfloat16}
+    assert halved.dtype == torch.float32  # the scheduler's arithmetic stays float32
+    assert (halved - exact).abs().mean() < 0.05
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    assert uses_bf16("bf16", cpu) and not uses_bf16("fp32", cpu)
+    for supported in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda s=supported: s)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda s=supported: s)
+        assert uses_bf16("auto", cpu) == supported
+    with pytest.raises(UsageError, match="precision"):
+        uses_bf16("fp16", cpu)

@@ -56,7 +56,8 @@ def test_run_takes_the_callers_video_info_and_times_its_stages(clip: Path, tmp_p
         yield
 
     pipeline = Pipeline(PassThroughModel(64), UntrainedEditor("s3", tmp_path), timer=timer)
-    options = EditOptions("Smiling", 0, blend="plain", batch_size=5, audio=False)
+    options = EditOptions("Smiling", 0, blend="plain", batch_size=5, keyframe_every=1,
+                          audio=False)
     result = pipeline.run(info, tmp_path / "out.mp4", options)
     assert result.frames == info.frame_count
     assert {"decode (pass 1)", "detect + landmarks", "identity embed", "align crop",
@@ -66,6 +67,40 @@ def test_run_takes_the_callers_video_info_and_times_its_stages(clip: Path, tmp_p
     assert "model decode (recon)" not in seen  # only --blend residual-decoded decodes twice
     out = probe(tmp_path / "out.mp4")
     assert (out.frame_count, out.has_audio) == (info.frame_count, False)
+
+
+class Brightening(PassThroughModel):
+    """Decodes every crop 0.2 brighter (in [-1, 1]); counts the frames it runs on."""
+
+    def __init__(self):
+        super().__init__(64)
+        self.frames_run = 0
+
+    def encode(self, crops, identity, landmarks):
+        self.frames_run += len(crops)
+        return crops
+
+    def decode(self, latents, identity, landmarks, reference=None):
+        return latents + 0.2
+
+
+def test_keyframes_carry_the_change_to_the_frames_between(clip: Path, tmp_path: Path):
+    count = probe(clip).frame_count
+    keyframes = len(range(0, count, 4)) + ((count - 1) % 4 != 0)  # every 4th and the last
+    outputs = {}
+    for every in (1, 4):
+        model = Brightening()
+        pipeline = Pipeline(model, UntrainedEditor("s3", tmp_path))
+        options = EditOptions("Eyeglasses", 0, blend="plain", keyframe_every=every,
+                              audio=False)
+        pipeline.run(clip, tmp_path / f"every{every}.mp4", options)
+        outputs[every] = frames(tmp_path / f"every{every}.mp4")
+        assert model.frames_run == (count if every == 1 else keyframes)
+    # The change is the same on every frame, so interpolating it loses nothing; and every
+    # frame, keyframe or not, shows it.
+    assert psnr(outputs[1], outputs[4]) > 40
+    brighter = outputs[4].mean(axis=(1, 2, 3)) - frames(clip).mean(axis=(1, 2, 3))
+    assert brighter.min() > 2
 
 
 def test_an_edit_without_its_editor_fails_before_reading_the_video(tmp_path: Path):

@@ -142,12 +142,18 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
             return a.sqrt() * noise - (1 - a).sqrt() * x0
         return noise
 
-    def predicted_noise(self, x_t: torch.Tensor, t: torch.Tensor,
-                        z_face: torch.Tensor) -> torch.Tensor:
+    def predicted_noise(self, x_t: torch.Tensor, t: torch.Tensor, z_face: torch.Tensor,
+                        bf16: bool = False) -> torch.Tensor:
         """The noise in x_t, whatever the UNet outputs. Inversion and decoding both walk on it
         with noise-predicting schedulers: converting v with the sample it was computed at keeps
-        the two exact reverses of each other."""
-        output = self(x_t, t, z_face)
+        the two exact reverses of each other.
+
+        `bf16` runs the UNet under bf16 autocast while the scheduler arithmetic stays float32.
+        Measured on 24 real crops at 10 steps, refine 3: 1.5x faster on this CPU (AVX512-BF16),
+        round trip 40.2 dB against 40.3, an edit within 2% of the float32 one.
+        """
+        with torch.autocast(x_t.device.type, torch.bfloat16, enabled=bf16):
+            output = self(x_t, t, z_face).float()
         if self.config.prediction_type != "v_prediction":
             return output
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
@@ -160,7 +166,7 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def invert(self, x0: torch.Tensor, z_face: torch.Tensor, steps: int,
-               refine: int = 0) -> torch.Tensor:
+               refine: int = 0, bf16: bool = False) -> torch.Tensor:
         """Deterministic DDIM inversion: the noise map that decodes back to x0 under z_face.
 
         Plain inversion predicts the noise of step t from the sample at the previous step,
@@ -175,16 +181,17 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         x = x0
         for t in inverse.timesteps:
             tt = t.expand(len(x))
-            x_next = inverse.step(self.predicted_noise(x, tt, z_face), t, x).prev_sample
+            x_next = inverse.step(self.predicted_noise(x, tt, z_face, bf16), t, x).prev_sample
             for _ in range(refine):
-                x_next = inverse.step(self.predicted_noise(x_next, tt, z_face), t, x).prev_sample
+                x_next = inverse.step(self.predicted_noise(x_next, tt, z_face, bf16), t,
+                                      x).prev_sample
             x = x_next
         return x
 
     @torch.no_grad()
     def decode(self, x_T: torch.Tensor, z_face: torch.Tensor, steps: int,
                clip_sample: bool = False, reference: torch.Tensor | None = None,
-               guidance: float = 1.0) -> torch.Tensor:
+               guidance: float = 1.0, bf16: bool = False) -> torch.Tensor:
         """Deterministic DDIM sampling (eta = 0) from a noise map to an image in [-1, 1].
 
         `clip_sample` clips each step's predicted x0 to [-1, 1]: it steadies generation from
@@ -201,9 +208,9 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         x = x_T
         for t in scheduler.timesteps:
             tt = t.expand(len(x))
-            eps = self.predicted_noise(x, tt, z_face)
+            eps = self.predicted_noise(x, tt, z_face, bf16)
             if guided:
-                base = self.predicted_noise(x, tt, reference)
+                base = self.predicted_noise(x, tt, reference, bf16)
                 eps = base + guidance * (eps - base)
             x = scheduler.step(eps, t, x, eta=0.0).prev_sample
         return x.clamp(-1, 1)
