@@ -1,7 +1,8 @@
 """Editors compared on real clips through the whole pipeline: the ablation table of issue 4.
 
-Each clip is cut to its first --frames frames, tracked and DDIM-inverted once; then every
-editor x attribute decodes its edit, pastes it back, writes a clip, and `evaluate_pair` (what
+Each clip is cut to its first --frames frames, tracked and DDIM-inverted once (its keyframes,
+as apply runs them); then every editor x attribute decodes its edit, pastes it back, writes a
+clip, and `evaluate_pair` (what
 `s3edit eval` runs) measures it against the cut original: identity, TL-ID, TG-ID, target and
 off-target change from the image classifier, locality.
 
@@ -45,7 +46,12 @@ from s3edit.edit.lt import LatentTransformer, LatentTransformerEditor
 from s3edit.edit.s3 import S3Editor, S3Transform
 from s3edit.metrics.evaluate import evaluate_pair
 from s3edit.model.face_model import FaceModel
-from s3edit.options import DEFAULT_GUIDANCE, EditOptions
+from s3edit.options import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_KEYFRAME_EVERY,
+    DEFAULT_PRECISION,
+    EditOptions,
+)
 from s3edit.pipeline import Pipeline
 from s3edit.video import VideoWriter, probe
 from s3edit.weights import default_weights_dir
@@ -183,6 +189,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--refine", type=int, default=3)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--keyframe-every", type=int, default=DEFAULT_KEYFRAME_EVERY,
+                   help="apply's --keyframe-every (1: the model on every frame)")
+    p.add_argument("--precision", default=DEFAULT_PRECISION, help="apply's --precision")
     p.add_argument("--weights", type=Path, default=default_weights_dir())
     p.add_argument("--expressions", action="store_true",
                    help="edit expression attributes through the landmark codes, as apply does")
@@ -195,7 +204,8 @@ def main() -> None:
 
     editors = [load_editor_spec(s, args.weights) for s in args.editors or ["linear", "lt", "s3"]]
     pipeline = Pipeline.from_weights(args.weights, editor="linear", steps=args.steps,
-                                     refine=args.refine, guidance=args.guidance, device="cpu")
+                                     refine=args.refine, guidance=args.guidance, device="cpu",
+                                     precision=args.precision)
     shared_model = pipeline.model
     if not args.expressions:
         pipeline.expressions = None
@@ -208,19 +218,15 @@ def main() -> None:
         info = probe(src)
         pipeline.model, pipeline.editor = InvertOnce(shared_model), editors[0][1]
         start = time.perf_counter()
-        recon = EditOptions("Eyeglasses", 0)
-        clip = pipeline.analyse(info, recon)
-        # A scale-0 render fills the model's cache: tracking, inversion and reconstruction are
-        # then timed once per clip, apart from each editor's own work.
-        pipeline.render(info, clip, recon,
-                        VideoWriter(src.with_suffix(".recon.mp4"), info, overwrite=True))
+        clip = pipeline.analyse(info, EditOptions("Eyeglasses", 0))
         shared_seconds = time.perf_counter() - start
         for attr in args.attrs:
             for (label, editor), scale in itertools.product(editors, args.scales):
                 if (clip_name, attr, label, scale) in done:
                     continue
                 edited = src.with_suffix(f".{attr}.{label.replace(' ', '_')}.{scale}.mp4")
-                opts = EditOptions(attr, scale, overwrite=True, audio=False)
+                opts = EditOptions(attr, scale, keyframe_every=args.keyframe_every,
+                                   overwrite=True, audio=False)
                 edit_start = time.perf_counter()
                 writer = VideoWriter(edited, info, audio_from=None, overwrite=True)
                 pipeline.editor = editor
@@ -238,8 +244,9 @@ def main() -> None:
                 print(f"{clip_name} {attr} {label}: " + ", ".join(
                     f"{k} {row[k]}" for k in (*METRICS, "edit_seconds")), flush=True)
     print(f"\nfirst {args.frames} frames, {args.steps} steps, refine "
-          f"{args.refine}, measured every {args.every} frames; edit s = decoding the edit, "
-          "pasting back and encoding; tracking, inversion and reconstruction, done once per "
+          f"{args.refine}, keyframes every {args.keyframe_every}, measured every {args.every} "
+          "frames; edit s = decoding the edit, pasting back and encoding, and for the first "
+          "edit of a clip its inversion (cached for the others); tracking, done once per "
           f"clip, took {np.mean([r['shared_seconds'] for r in rows]):.1f} s a clip on average\n")
     print(table(rows, ("editor", "scale")))
     print()
