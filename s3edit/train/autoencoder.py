@@ -132,12 +132,19 @@ LOSS_WEIGHTINGS = ("plain", "truncated-snr")
 
 def diffusion_loss(model: DiffusionFaceAutoencoder, alphas_cumprod: torch.Tensor,
                    x0: torch.Tensor, z_face: torch.Tensor, mask: torch.Tensor,
-                   reg_weight: float, weighting: str = "plain",
-                   ) -> tuple[torch.Tensor, dict[str, float]]:
+                   reg_weight: float, weighting: str = "plain", t: torch.Tensor | None = None,
+                   noise: torch.Tensor | None = None, mask_area: torch.Tensor | None = None,
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of a batch and its parts (detached). Timesteps `t` (N,) and noises (2, N, ...)
+    are drawn here unless given. The regulariser divides by the batch's face area, or by
+    `mask_area`: under data parallelism, the global batch's area over the process count, so
+    that the ranks' mean gradient is the global batch's."""
     n = len(x0)
-    t = torch.randint(0, len(alphas_cumprod), (n,), device=x0.device)
+    if t is None:
+        t = torch.randint(0, len(alphas_cumprod), (n,), device=x0.device)
+    if noise is None:
+        noise = torch.randn(2, *x0.shape, device=x0.device)
     a = alphas_cumprod[t].view(n, 1, 1, 1)
-    noise = torch.randn(2, *x0.shape, device=x0.device)
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise  # (2, N, ...) two noisings of each image
     # float: under bf16 autocast the loss itself is still taken in full precision.
     output = model(x_t.flatten(0, 1), t.repeat(2), z_face.repeat(2, 1)).float().view_as(noise)
@@ -155,9 +162,61 @@ def diffusion_loss(model: DiffusionFaceAutoencoder, alphas_cumprod: torch.Tensor
     else:
         raise ValueError(f"unknown loss weighting {weighting!r}: choose from {LOSS_WEIGHTINGS}")
     x0_pred = x0_pred.clamp(-1, 1)
-    loss_reg = ((x0_pred[0] - x0_pred[1]).pow(2) * mask).sum() / (mask.sum() * 3).clamp(min=1)
+    if mask_area is None:
+        mask_area = (mask.sum() * 3).clamp(min=1)
+    loss_reg = ((x0_pred[0] - x0_pred[1]).pow(2) * mask).sum() / mask_area
     loss = loss_main + reg_weight * loss_reg
-    return loss, {"mse": loss_plain.item(), "reg": loss_reg.item()}
+    return loss, {"mse": loss_plain.detach(), "reg": loss_reg.detach()}
+
+
+class TrainingLoss(torch.nn.Module):
+    """The autoencoder with its training loss as `forward`: the module accelerate wraps
+    (DistributedDataParallel under several processes) must run the whole computation, z_face
+    included, for its hooks to all-reduce every gradient."""
+
+    def __init__(self, model: DiffusionFaceAutoencoder, cfg: AutoencoderTrainConfig) -> None:
+        super().__init__()
+        self.model, self.cfg = model, cfg
+        self.register_buffer("alphas", model.schedulers()[0].alphas_cumprod, persistent=False)
+
+    def forward(self, x0: torch.Tensor, code: torch.Tensor, landmarks: torch.Tensor,
+                mask: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                mask_area: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        z_face = self.model.z_face(code, landmarks)
+        return diffusion_loss(self.model, self.alphas, x0, z_face, mask, self.cfg.reg_weight,
+                              self.cfg.loss_weighting, t, noise, mask_area)
+
+
+@dataclass
+class StepBatch:
+    """One process's share of a step's batch, with its timesteps and noises."""
+
+    tensors: tuple[torch.Tensor, ...]  # images, clip codes, landmarks, masks, labels
+    t: torch.Tensor
+    noise: torch.Tensor  # (2, B, 3, R, R)
+    mask_area: torch.Tensor  # the global batch's face area over the process count
+
+
+def draw_step_batch(source: FaceBatchSource, weights: torch.Tensor, timesteps: int,
+                    cfg: AutoencoderTrainConfig, step: int, rank: int, world: int,
+                    device: torch.device) -> StepBatch:
+    """Draw step `step`'s global batch of `cfg.batch_size * world` faces and return rank's
+    slice. Every draw is seeded by (seed, step), and each noise by its place in the global
+    batch, so the run does not depend on how the batch is split over processes, nor on where
+    it resumed."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    total = cfg.batch_size * world
+    idx = torch.multinomial(weights, total, replacement=True, generator=gen)
+    t = torch.randint(0, timesteps, (total,), generator=gen)
+    mine = range(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
+    noise_seeds = torch.randint(2**62, (total,), generator=gen)
+    device_gen = torch.Generator(device)
+    noise = torch.stack([torch.randn(2, 3, cfg.resolution, cfg.resolution, device=device,
+                                     generator=device_gen.manual_seed(int(noise_seeds[j])))
+                         for j in mine], 1)
+    area = (source.masks[idx].sum() * 3).clamp(min=1) / world
+    return StepBatch(tuple(x[idx[mine.start:mine.stop]].to(device) for x in source.tensors()),
+                     t[mine.start:mine.stop].to(device), noise, area.to(device))
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -195,19 +254,40 @@ def load_face_sources(cfg: AutoencoderTrainConfig, attribute_dim: int = 0
 
 
 def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Path:
-    """Train (or resume) and return the folder holding the EMA weights."""
+    """Train (or resume) and return the folder holding the EMA weights.
+
+    Under `torchrun` or `accelerate launch` every process trains the same model on its share
+    of each step's batch (`cfg.batch_size` faces a process) and DDP averages the gradients;
+    the main process alone writes the log, samples and checkpoints.
+    """
     from accelerate import Accelerator
+
+    from s3edit.weights import resolve_device
+
+    # Accelerate spreads over CPU processes only when asked for the CPU: --device auto on a
+    # machine without a GPU must ask too.
+    accelerator = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
+    try:
+        return _train(accelerator, cfg, progress)
+    finally:
+        accelerator.wait_for_everyone()  # the main process's last checkpoint is written
+        accelerator.end_training()  # destroys the process group: no abort at exit
+
+
+def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    accelerator = Accelerator(cpu=cfg.device == "cpu")
-    torch.manual_seed(cfg.seed + accelerator.process_index)
+    main = accelerator.is_main_process
+    torch.manual_seed(cfg.seed)  # the same initial weights (and EMA copy) in every process
     out = Path(cfg.out)
     ckpt = out / "checkpoint"
     if (ckpt / "model").exists():
         attribute_dim = DiffusionFaceAutoencoder.load_config(ckpt / "model").get("attribute_dim", 0)
     else:
         attribute_dim = ATTRIBUTE_DIM if cfg.attribute_code else 0
-    train, held = load_face_sources(cfg, attribute_dim)
+    # One process of each machine builds the preprocessing cache; the others then read it.
+    with accelerator.local_main_process_first():
+        train, held = load_face_sources(cfg, attribute_dim)
 
     if (ckpt / "model").exists():
         model = DiffusionFaceAutoencoder.from_pretrained(ckpt / "model")
@@ -236,53 +316,59 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
         group.setdefault("initial_lr", group["lr"])
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup), last_epoch=step - 1)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    training, optimizer = accelerator.prepare(TrainingLoss(model, cfg), optimizer)
     ema.to(accelerator.device)
-    alphas = model_unwrapped(accelerator, model).schedulers()[0].alphas_cumprod
-    alphas = alphas.to(accelerator.device)
+    timesteps = model.config.num_train_timesteps
     # A fixed held-out batch for the sample grid, so grids of different steps compare.
     grid_ids = torch.arange(min(16, len(held)))
     draw_weights = train.sampling_weights(cfg.oversample, cfg.oversample_share)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=1))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=1))
 
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                "{task.total}"), TextColumn("{task.fields[stats]}"), TimeRemainingColumn()]
-    with Progress(*columns, disable=not (progress and accelerator.is_main_process)) as bar:
+    with Progress(*columns, disable=not (progress and main)) as bar:
         task = bar.add_task("train autoencoder", total=cfg.steps, completed=step, stats="")
         tic, log = time.perf_counter(), []
         deadline = math.inf if cfg.max_minutes is None else tic + 60 * cfg.max_minutes
         while step < cfg.steps:
-            idx = torch.multinomial(draw_weights, cfg.batch_size, replacement=True)
-            x0, code, lms, mask, _ = (t[idx].to(accelerator.device) for t in train.tensors())
-            model.train()
+            batch = draw_step_batch(train, draw_weights, timesteps, cfg, step,
+                                    accelerator.process_index, accelerator.num_processes,
+                                    accelerator.device)
+            x0, code, lms, mask, _ = batch.tensors
+            training.train()
             with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=cfg.bf16):
-                z_face = model_unwrapped(accelerator, model).z_face(code, lms)
-                loss, parts = diffusion_loss(model_unwrapped(accelerator, model), alphas, x0,
-                                             z_face, mask, cfg.reg_weight, cfg.loss_weighting)
+                loss, parts = training(x0, code, lms, mask, batch.t, batch.noise,
+                                       batch.mask_area)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            accelerator.clip_grad_norm_(training.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             # Warm-up: a fixed 0.999 would keep a third of the random init for 1000 steps.
-            update_ema(ema, model_unwrapped(accelerator, model),
-                       min(cfg.ema_decay, (1 + step) / (10 + step)))
+            update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
             step += 1
-            log.append(loss.item())
+            # One small all-reduce: the figures of the whole batch, and the deadline agreed on
+            # (a process stopping alone would leave the others waiting for it).
+            late = float(time.perf_counter() >= deadline)
+            figures = torch.stack([loss.detach(), parts["mse"], parts["reg"],
+                                   torch.tensor(late, device=loss.device)]).float()
+            loss_all, mse, reg, late = accelerator.reduce(figures, "mean").tolist()
+            out_of_time = late > 0
+            log.append(loss_all)
             if step % cfg.log_every == 0:
                 rate = cfg.log_every / (time.perf_counter() - tic)
-                stats = f"loss {np.mean(log):.4f} mse {parts['mse']:.4f} {rate:.2f} it/s"
+                stats = f"loss {np.mean(log):.4f} mse {mse:.4f} {rate:.2f} it/s"
                 bar.update(task, completed=step, stats=stats)
-                with open(out / "log.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step, "loss": float(np.mean(log)), **parts,
-                                        "it_s": rate}) + "\n")
+                if main:
+                    with open(out / "log.jsonl", "a") as f:
+                        f.write(json.dumps({"step": step, "loss": float(np.mean(log)),
+                                            "mse": mse, "reg": reg, "it_s": rate}) + "\n")
                 tic, log = time.perf_counter(), []
-            out_of_time = time.perf_counter() >= deadline
-            if accelerator.is_main_process and (step % cfg.save_every == 0 or out_of_time
-                                                or step == cfg.steps):
-                save_checkpoint(model_unwrapped(accelerator, model), ema, optimizer, step, ckpt)
-            if accelerator.is_main_process and step % cfg.sample_every == 0:
+            if main and (step % cfg.save_every == 0 or out_of_time or step == cfg.steps):
+                save_checkpoint(model, ema, optimizer, step, ckpt)
+            if main and step % cfg.sample_every == 0:
                 ids = grid_ids.to(accelerator.device)
                 z = ema.z_face(held.clip_code[ids].to(accelerator.device),
                                held.landmarks[ids].to(accelerator.device))
@@ -294,10 +380,6 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
             if out_of_time:
                 break
     return ckpt / "ema"
-
-
-def model_unwrapped(accelerator, model: torch.nn.Module) -> DiffusionFaceAutoencoder:
-    return accelerator.unwrap_model(model)
 
 
 @torch.no_grad()
