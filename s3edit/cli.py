@@ -10,6 +10,7 @@ that keeps `s3edit --help` and usage errors at about 0.2 s instead of several se
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from dataclasses import asdict
@@ -19,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-from s3edit.cli_shared import Device, EditorName, fail, stderr
+from s3edit.cli_shared import Device, EditorName, fail, launched_process, stderr
 from s3edit.errors import S3EditError, UsageError
 from s3edit.options import (
     BLENDS,
@@ -179,6 +180,8 @@ def apply(
             raise S3EditError(f"{output} exists; use --overwrite to replace it")
     except (S3EditError, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
+    jobs = process_share(jobs, overwrite, quiet)
+    quiet = quiet or launched_process()[0] > 0  # one progress display: rank 0's
 
     from s3edit.video import probe
 
@@ -211,6 +214,21 @@ def apply(
         raise typer.Exit(failed[0] if len(jobs) == 1 else 1)
 
 
+def process_share(jobs: list[tuple[Path, Path]], overwrite: bool, quiet: bool
+                  ) -> list[tuple[Path, Path]]:
+    """The jobs of this process when torchrun or accelerate launch started several: every
+    WORLD_SIZE-th from RANK. The full plan is the same in every process, so each output has
+    one writer and needs no process group; rank 0 says how the batch is shared."""
+    rank, world = launched_process()
+    if world == 1:
+        return jobs
+    if rank == 0 and not quiet:
+        done = sum(dst.exists() for _, dst in jobs) if not overwrite else 0
+        stderr.print(f"{len(jobs)} inputs ({done} done already) shared by {world} processes",
+                     highlight=False)
+    return jobs[rank::world]
+
+
 def run_jobs(jobs: list, options: EditOptions, weights: Path | None, load: dict, seed: int,
              as_json: bool, quiet: bool, verbose: bool) -> list[int]:
     """Load the models once and edit each (probed input, output); a failing input does not
@@ -220,6 +238,9 @@ def run_jobs(jobs: list, options: EditOptions, weights: Path | None, load: dict,
     from s3edit.pipeline import Pipeline
 
     torch.manual_seed(seed)
+    if load["device"] != "cpu" and torch.cuda.is_available() and launched_process()[1] > 1:
+        # One GPU a process on a machine of several, as torchrun numbers them.
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     try:
         pipeline = Pipeline.from_weights(weights, **load)
         pipeline.check_edit(options)

@@ -3,6 +3,7 @@ and the choices several commands offer."""
 
 from __future__ import annotations
 
+import os
 import traceback
 from enum import Enum
 
@@ -35,3 +36,9 @@ def fail(error: BaseException, verbose: bool) -> int:
     stderr.print(f"error: {type(error).__name__}: {error}", style="red", highlight=False,
                  markup=False)
     return 1
+
+
+def launched_process() -> tuple[int, int]:
+    """This process's rank and the process count when torchrun or accelerate launch started
+    it (they set RANK and WORLD_SIZE); (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_env
+from helpers import FACE_CLIP, PCAVS_CLIP, ffmpeg, shared_clip
 from safetensors.torch import load_file, save_file
 
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
@@ -124,6 +126,44 @@ def assert_same_training(got: dict[str, torch.Tensor], want: dict[str, torch.Ten
             assert (got[key] - want[key]).abs().max() <= lr * steps, key
         else:
             torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.fixture(scope="module")
+def clips(shared_data, tmp_path_factory) -> Path:
+    """Three short clips of real faces (an odd count: the processes get 2 and 1)."""
+    folder = tmp_path_factory.mktemp("clips")
+    face, pcavs = shared_clip(shared_data, FACE_CLIP), shared_clip(shared_data, PCAVS_CLIP)
+    for name, src, start in (("a", pcavs, 0), ("b", face, 0), ("c", face, 1)):
+        ffmpeg("-ss", start, "-i", src, "-frames:v", 6, "-vf", "scale=160:160", "-an",
+               "-c:v", "libx264", "-pix_fmt", "yuv420p", folder / f"{name}.mp4")
+    return folder
+
+
+def test_torchrun_apply_shares_a_folder_between_processes(clips, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(cli_env(), OMP_NUM_THREADS="1")
+    args = ("-m", "s3edit", "apply", clips, "--out-dir", out, "--attr", "eyeglasses",
+            "--scale", "0", "--no-model", "--json")
+    run = torchrun(2, *args, env=env)
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    inputs = sorted(clips.glob("*.mp4"))
+    assert sorted(r["input"] for r in records) == [str(p) for p in inputs], "one line an input"
+    assert {r["status"] for r in records} == {"ok"}
+    assert sorted(p.name for p in out.iterdir()) == [f"{p.stem}.eyeglasses+0.mp4"
+                                                     for p in inputs], "no temporary left"
+    assert run.stderr.count("3 inputs (0 done already) shared by 2 processes") == 1
+
+    # A crash lost one output: the rerun writes it and leaves the others as they are.
+    written = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    lost = out / "b.eyeglasses+0.mp4"
+    lost.unlink()
+    run = torchrun(2, *args, env=env)
+    records = {Path(r["input"]).name: r["status"] for r in map(json.loads, run.stdout.splitlines())}
+    assert records == {"a.mp4": "skipped (exists)", "b.mp4": "ok", "c.mp4": "skipped (exists)"}
+    assert all(p.stat().st_mtime_ns == t for p, t in written.items() if p != lost)
+    assert lost.exists()
+    assert run.stderr.count("shared by 2 processes") == 1
 
 
 def worker(cfg: AutoencoderTrainConfig) -> None:
