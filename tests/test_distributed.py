@@ -107,8 +107,8 @@ def null_gradient_parameters(data: Path) -> set[str]:
     model = DiffusionFaceAutoencoder(resolution=16, block_out_channels=(8, 16))
     model.set_code_statistics(train.clip_code, train.landmarks)
     weights = train.sampling_weights(cfg.oversample, cfg.oversample_share)
-    batch = draw_step_batch(train, weights, model.config.num_train_timesteps, cfg, 0, 0, 1,
-                            torch.device("cpu"))
+    batch = draw_step_batch(train, weights, model.config.num_train_timesteps, cfg, 0,
+                            slice(0, 4), 1, torch.device("cpu"))
     x0, code, lms, mask, _ = batch.tensors
     TrainingLoss(model, cfg)(x0, code, lms, mask, batch.t, batch.noise,
                              batch.mask_area)[0].backward()

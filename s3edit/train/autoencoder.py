@@ -28,6 +28,7 @@ from s3edit.train.cache import FaceShard, cached_split, load_cache
 from s3edit.train.celeba import celeba_images, celeba_labels
 from s3edit.train.checkpoint import load_optimizer, replace_dir, save_optimizer
 from s3edit.train.config import HOLDOUT
+from s3edit.train.parallel import launched_accelerator, my_share
 
 
 @dataclass
@@ -198,25 +199,24 @@ class StepBatch:
 
 
 def draw_step_batch(source: FaceBatchSource, weights: torch.Tensor, timesteps: int,
-                    cfg: AutoencoderTrainConfig, step: int, rank: int, world: int,
+                    cfg: AutoencoderTrainConfig, step: int, mine: slice, world: int,
                     device: torch.device) -> StepBatch:
-    """Draw step `step`'s global batch of `cfg.batch_size * world` faces and return rank's
-    slice. Every draw is seeded by (seed, step), and each noise by its place in the global
+    """Draw step `step`'s global batch of `cfg.batch_size * world` faces and return the slice
+    `mine`. Every draw is seeded by (seed, step), and each noise by its place in the global
     batch, so the run does not depend on how the batch is split over processes, nor on where
     it resumed."""
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     total = cfg.batch_size * world
     idx = torch.multinomial(weights, total, replacement=True, generator=gen)
     t = torch.randint(0, timesteps, (total,), generator=gen)
-    mine = range(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
-    noise_seeds = torch.randint(2**62, (total,), generator=gen)
+    noise_seeds = torch.randint(2**62, (total,), generator=gen)[mine]
     device_gen = torch.Generator(device)
     noise = torch.stack([torch.randn(2, 3, cfg.resolution, cfg.resolution, device=device,
-                                     generator=device_gen.manual_seed(int(noise_seeds[j])))
-                         for j in mine], 1)
+                                     generator=device_gen.manual_seed(int(seed)))
+                         for seed in noise_seeds], 1)
     area = (source.masks[idx].sum() * 3).clamp(min=1) / world
-    return StepBatch(tuple(x[idx[mine.start:mine.stop]].to(device) for x in source.tensors()),
-                     t[mine.start:mine.stop].to(device), noise, area.to(device))
+    return StepBatch(tuple(x[idx[mine]].to(device) for x in source.tensors()),
+                     t[mine].to(device), noise, area.to(device))
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -260,18 +260,8 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
     of each step's batch (`cfg.batch_size` faces a process) and DDP averages the gradients;
     the main process alone writes the log, samples and checkpoints.
     """
-    from accelerate import Accelerator
-
-    from s3edit.weights import resolve_device
-
-    # Accelerate spreads over CPU processes only when asked for the CPU: --device auto on a
-    # machine without a GPU must ask too.
-    accelerator = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
-    try:
+    with launched_accelerator(cfg.device) as accelerator:
         return _train(accelerator, cfg, progress)
-    finally:
-        accelerator.wait_for_everyone()  # the main process's last checkpoint is written
-        accelerator.end_training()  # destroys the process group: no abort at exit
 
 
 def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
@@ -334,8 +324,8 @@ def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
         deadline = math.inf if cfg.max_minutes is None else tic + 60 * cfg.max_minutes
         while step < cfg.steps:
             batch = draw_step_batch(train, draw_weights, timesteps, cfg, step,
-                                    accelerator.process_index, accelerator.num_processes,
-                                    accelerator.device)
+                                    my_share(accelerator, cfg.batch_size),
+                                    accelerator.num_processes, accelerator.device)
             x0, code, lms, mask, _ = batch.tensors
             training.train()
             with torch.autocast(accelerator.device.type, torch.bfloat16, enabled=cfg.bf16):
