@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import cli_env
-from helpers import FACE_CLIP, PCAVS_CLIP, ffmpeg, shared_clip
+from helpers import FACE_CLIP, PCAVS_CLIP, celeba_subset, ffmpeg, shared_clip
 from safetensors.torch import load_file, save_file
 
+from s3edit.metrics.attributes import load_image_classifier
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.train import autoencoder
 from s3edit.train.autoencoder import (
@@ -126,6 +127,19 @@ def assert_same_training(got: dict[str, torch.Tensor], want: dict[str, torch.Ten
             assert (got[key] - want[key]).abs().max() <= lr * steps, key
         else:
             torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_torchrun_trains_the_image_classifier(shared_data, tmp_path):
+    data = celeba_subset(shared_data / "CelebAMask-HQ-128", tmp_path / "celeba")
+    env = dict(cli_env(), OMP_NUM_THREADS="1", S3EDIT_CACHE=str(tmp_path / "cache"))
+    run = torchrun(2, "-m", "s3edit", "train", "image-classifier", "--data", data, "--out",
+                   tmp_path / "out", "--steps", 2, "--batch-size", 2, "--device", "cpu",
+                   env=env)
+    folder = tmp_path / "out" / "image_classifier"
+    assert run.stdout.splitlines() == [str(folder)] * 2
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["train_images"] == 16 and metrics["steps"] == 2
+    assert load_image_classifier(folder).config.resolution == 64
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from s3edit.metrics.attributes import ImageAttributeClassifier
 from s3edit.train.cache import cached_split, load_cache
 from s3edit.train.celeba import celeba_images, celeba_labels
 from s3edit.train.config import HOLDOUT
+from s3edit.train.parallel import launched_accelerator, my_share
 
 
 def balanced_weights(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,13 +42,22 @@ def train_image_classifier(data: Path, out: Path, *, steps: int = 6000, batch_si
     The last `holdout` images are never trained on; `metrics.json` beside the weights holds
     their ROC AUC per attribute. Crops come from the preprocessing cache, built as needed.
     """
+    with launched_accelerator(str(device)) as accelerator:
+        return _train(accelerator, data, out, steps, batch_size, limit, holdout, lr, progress,
+                      seed)
+
+
+def _train(accelerator, data: Path, out: Path, steps: int, batch_size: int, limit: int | None,
+           holdout: int, lr: float, progress: bool, seed: int) -> Path:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    device = torch.device(device)
-    generator = torch.Generator().manual_seed(seed)
+    device, main = accelerator.device, accelerator.is_main_process
+    generator = torch.Generator().manual_seed(seed)  # the same draws in every process
     torch.manual_seed(seed)
     labels = celeba_labels(data)
-    split = cached_split(celeba_images(data), holdout, limit, progress)
+    # One process of each machine builds the preprocessing cache; the others then read it.
+    with accelerator.local_main_process_first():
+        split = cached_split(celeba_images(data), holdout, limit, progress and main)
 
     model = ImageAttributeClassifier().to(device)
 
@@ -78,27 +88,32 @@ def train_image_classifier(data: Path, out: Path, *, steps: int = 6000, batch_si
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model.train()
+    parallel, optimizer = accelerator.prepare(model, optimizer)
+    parallel.train()
+    world, mine = accelerator.num_processes, my_share(accelerator, batch_size)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[stats]}"))
-    with Progress(*columns, disable=not progress) as bar:
+    with Progress(*columns, disable=not (progress and main)) as bar:
         task = bar.add_task("train image classifier", total=steps, stats="")
         for _ in range(steps):
-            idx = torch.randint(len(train_x), (batch_size,), generator=generator)
+            # The global batch's draws, then this process's slice of them.
+            idx = torch.randint(len(train_x), (batch_size * world,), generator=generator)[mine]
             x = train_x[idx].to(device).float() / 127.5 - 1
-            flip = torch.rand(batch_size, generator=generator) < 0.5
+            flip = (torch.rand(batch_size * world, generator=generator) < 0.5)[mine]
             x[flip.to(device)] = x[flip.to(device)].flip(-1)
             y = train_y[idx].to(device)
-            loss = F.binary_cross_entropy_with_logits(model(x), y,
+            loss = F.binary_cross_entropy_with_logits(parallel(x), y,
                                                       weight=y * w_pos + (1 - y) * w_neg)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
             bar.update(task, advance=1, stats=f"loss {loss.item():.3f}")
     model.eval()
 
     folder = out / "image_classifier"
+    if not main:
+        return folder
     model.save_pretrained(folder)
     metrics: dict = {"train_images": len(train_x), "held_out_images": len(held_x),
                      "steps": steps, "batch_size": batch_size}
