@@ -422,7 +422,7 @@ def test_help_lists_guidance_and_the_training_options(s3edit_env: dict[str, str]
         assert "--guidance" in help_of(command)
     text = help_of("train", "autoencoder")
     for option in ("--attributes", "--no-attributes", "--oversample", "--oversample-share",
-                   "--bf16", "--fp32", "--max-minutes"):
+                   "--bf16", "--fp32", "--max-minutes", "--clear-eyeglasses", "--any-eyeglasses"):
         assert option in text, option
 
 

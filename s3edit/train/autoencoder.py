@@ -24,6 +24,7 @@ from s3edit.errors import UsageError
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import ATTRIBUTE_DIM, attribute_code, clip_code, landmark_code
 from s3edit.model.inputs import to_uint8
+from s3edit.train import celeba
 from s3edit.train.cache import FaceShard, cached_split, load_cache
 from s3edit.train.celeba import celeba_images, celeba_labels
 from s3edit.train.checkpoint import load_optimizer, replace_dir, save_optimizer
@@ -57,6 +58,11 @@ class AutoencoderTrainConfig:
     # eyeglasses are 4.9% of CelebA-HQ, too few for a short run to learn to draw them.
     oversample: tuple[str, ...] = ("Eyeglasses",)
     oversample_share: float = 0.2
+    # Eyeglasses in the clip code means clear spectacles: CelebA's label also counts
+    # sunglasses (about a third of its eyeglasses faces), whose dark lenses a decoder then
+    # draws as what eyeglasses look like. Those faces' label becomes undecided (see
+    # train/celeba.py: clear_eyeglasses).
+    clear_eyeglasses: bool = True
     # bf16 autocast on CPU (1.5x on AVX512-BF16) and on CUDA.
     bf16: bool = True
     # "plain": the MSE of the UNet's output (noise or v). "truncated-snr": the x0 error
@@ -89,13 +95,15 @@ class FaceBatchSource:
 
     @classmethod
     def from_shard(cls, shard: FaceShard, resolution: int, labels: dict[str, torch.Tensor],
-                   attribute_dim: int = 0) -> FaceBatchSource:
+                   attribute_dim: int = 0, clear_eyeglasses: bool = False) -> FaceBatchSource:
         crops = shard.crops.permute(0, 3, 1, 2).float() / 127.5 - 1
         if crops.shape[-1] != resolution:
             crops = F.interpolate(crops, size=resolution, mode="area")
         unknown = torch.full((len(ATTRIBUTES),), 0.5)  # an image without labels: undecided
         shard_labels = torch.stack([labels.get(n, unknown) for n in shard.names]) \
             if shard.names else torch.zeros(0, len(ATTRIBUTES))
+        if clear_eyeglasses:
+            shard_labels = celeba.clear_eyeglasses(shard_labels, shard.crops, shard.mesh)
         attributes = attribute_code(shard_labels) if attribute_dim else None
         return cls(crops, clip_code(shard.identity, attributes), landmark_code(shard.lm68),
                    hull_masks(shard.mesh.float(), resolution), shard_labels)
@@ -244,10 +252,11 @@ def load_face_sources(cfg: AutoencoderTrainConfig, attribute_dim: int = 0
         labels = {}  # a plain folder of faces trains a decoder without attributes
     split = cached_split(paths, cfg.holdout, cfg.limit)
     train = FaceBatchSource.from_shard(load_cache(split.folder, split.train), cfg.resolution,
-                                       labels, attribute_dim)
+                                       labels, attribute_dim, cfg.clear_eyeglasses)
     # A folder smaller than one shard has no held-out part; its samples then show training faces.
     held = (FaceBatchSource.from_shard(load_cache(split.folder, split.held), cfg.resolution,
-                                       labels, attribute_dim) if split.held else train)
+                                       labels, attribute_dim, cfg.clear_eyeglasses)
+            if split.held else train)
     if cfg.limit is not None:
         train = FaceBatchSource(*(t[:cfg.limit] for t in train.tensors()))
     return train, held

@@ -70,6 +70,10 @@ def train_autoencoder_cmd(
         help="Attribute whose images are drawn at least --oversample-share of the time "
         "(repeatable; default Eyeglasses).")] = None,
     oversample_share: Annotated[float, typer.Option(min=0, max=1)] = 0.2,
+    clear_eyeglasses: Annotated[bool, typer.Option(
+        "--clear-eyeglasses/--any-eyeglasses", help="Eyeglasses means clear spectacles: "
+        "faces whose lenses are much darker than their cheeks (sunglasses) lose the label.")]
+    = True,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (1.5x on CPUs "
                                        "with AVX512-BF16).")] = True,
     holdout: Annotated[int, typer.Option(help="Last N images kept out for validation.")]
@@ -101,6 +105,7 @@ def train_autoencoder_cmd(
                                      oversample=tuple(resolve_attribute(a) for a in
                                                       oversample or ["Eyeglasses"]),
                                      oversample_share=oversample_share,
+                                     clear_eyeglasses=clear_eyeglasses,
                                      holdout=holdout, limit=limit, max_minutes=max_minutes,
                                      save_every=save_every, sample_every=sample_every,
                                      seed=seed, device=device.value)
