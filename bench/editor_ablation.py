@@ -64,8 +64,8 @@ METRICS = (*COMPARED, "target_before", "target_after", "success_rate")
 
 
 class InvertOnce:
-    """A face model that remembers its results: the inversion and the reconstruction of a
-    clip are the same for every editor, so only the edit's decoding runs again."""
+    """A face model that remembers its results: a clip's inversion is the same for every
+    editor, so only the edit's decoding runs again."""
 
     def __init__(self, model: FaceModel):
         self.model, self.resolution = model, model.resolution
