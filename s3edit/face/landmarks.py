@@ -1,7 +1,8 @@
 """Face detection and landmarks with mediapipe's face mesh, whose weights ship inside the wheel.
 
 Each face comes back as the 478-point mesh (for masks) and the 68 points of the iBUG layout
-derived from it (for FFHQ alignment and the model's landmark code).
+derived from it (for FFHQ alignment and the model's landmark code), unless another landmark
+model has fitted its own 68 (`--landmarks fan`, s3edit/face/backends.py).
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ class Face:
     """One detected face, in pixel coordinates of the image it was found in."""
 
     mesh: np.ndarray  # (478, 2) float32, x then y
+    # (68, 2) float32 iBUG points fitted by another model (FAN); None: derived from the mesh
+    points68: np.ndarray | None = None
 
     @property
     def lm68(self) -> np.ndarray:
-        return landmarks68(self.mesh)
+        return landmarks68(self.mesh) if self.points68 is None else self.points68
 
     @property
     def box(self) -> np.ndarray:

@@ -1,6 +1,8 @@
 """Soft masks built from the 478-point face mesh: where an edit may change the frame.
 
-There is no face-parsing model offline, so every region is geometry on the landmarks. The face
+By default (`--mask mesh`) every region is geometry on the landmarks, as no face-parsing model
+ships with the default install; `--mask bisenet` takes the paste mask from facexlib's face
+parsing instead (`parsed_face_mask`), hair included for hair attributes. On the mesh, the face
 is the mesh's outer oval (forehead to chin, cheek to cheek). The hair region is a guess laid out
 in the face's own frame (it turns with the head): a half ellipse above the brow line reaching
 0.7 face heights up and 0.25 face widths past the oval on each side, with straight sides that
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from s3edit.face.align import uncrop
 
 # mediapipe's FACEMESH_FACE_OVAL as one closed loop, clockwise in the image from the forehead.
 FACE_OVAL = [
@@ -39,6 +43,11 @@ HAIR_ATTRIBUTES = frozenset({
     "straight_hair", "wavy_hair", "wearing_hat",
 })
 REGIONS = ("eyes", "mouth", "hair", "face")
+# Classes of facexlib's BiSeNet (CelebAMask-HQ's 19): 0 background, 1 skin, 2-3 brows, 4-5 eyes,
+# 6 eyeglasses, 7-8 ears, 9 earring, 10 nose, 11 mouth, 12-13 lips, 14 neck, 15 necklace,
+# 16 cloth, 17 hair, 18 hat. The face leaves out the ears, as the mesh's oval does.
+PARSED_FACE = (1, 2, 3, 4, 5, 6, 10, 11, 12, 13)
+PARSED_HAIR = (17, 18)
 
 
 def hair_attribute(attr: str | None) -> bool:
@@ -67,6 +76,31 @@ def face_mask(mesh: np.ndarray, shape: tuple[int, int], *, attr: str | None = No
         polygons.append(_hair_polygon(mesh))
     size = face_size(mesh)
     return _soft_mask(polygons, shape, grow=dilate * size, sigma=feather * size)
+
+
+def parsed_face_mask(labels: np.ndarray, square: np.ndarray, mesh: np.ndarray,
+                     shape: tuple[int, int], *, attr: str | None = None, dilate: float = -0.08,
+                     feather: float = 0.06) -> np.ndarray:
+    """`face_mask` from face parsing: the parsed face, plus the parsed hair and hat for hair
+    attributes, where the mesh has its oval and its hair guess.
+
+    `labels` (S, S) are the classes of the aligned crop of `square` (`FaceParser` in
+    s3edit/face/backends.py). The region is grown and feathered as in `face_mask`, by the
+    mesh's face size, so both masks fade alike.
+    """
+    classes = PARSED_FACE + (PARSED_HAIR if hair_attribute(attr) else ())
+    inside = np.isin(labels, classes).astype(np.uint8) * 255
+    filled = uncrop(inside, square, shape)  # the linear warp anti-aliases the region's edge
+    out = np.zeros(shape, np.float32)
+    ys, xs = np.nonzero(filled)
+    if ys.size == 0:
+        return out
+    size = face_size(mesh)
+    grow, sigma = dilate * size, feather * size
+    x0, y0, x1, y1 = _work_box(np.array([xs.min(), ys.min()]), np.array([xs.max(), ys.max()]),
+                               grow, sigma, shape)
+    out[y0:y1, x0:x1] = _grow_and_blur(filled[y0:y1, x0:x1], grow, sigma)
+    return out
 
 
 def region_mask(mesh: np.ndarray, shape: tuple[int, int], region: str) -> np.ndarray:
@@ -123,12 +157,9 @@ def _hair_polygon(mesh: np.ndarray) -> np.ndarray:
 def _soft_mask(polygons: list[np.ndarray], shape: tuple[int, int], grow: float, sigma: float
                ) -> np.ndarray:
     """Fill, grow by `grow` px and blur by `sigma` px, working only in the polygons' box."""
-    h, w = shape
     pts = np.concatenate(polygons)
-    margin = grow + 4 * sigma + 2
-    x0, y0 = np.maximum(np.floor(pts.min(0) - margin), 0).astype(int)
-    x1, y1 = np.minimum(np.ceil(pts.max(0) + margin) + 1, [w, h]).astype(int)
-    out = np.zeros((h, w), np.float32)
+    out = np.zeros(shape, np.float32)
+    x0, y0, x1, y1 = _work_box(pts.min(0), pts.max(0), grow, sigma, shape)
     if x1 <= x0 or y1 <= y0:
         return out  # entirely outside the image
 
@@ -138,6 +169,23 @@ def _soft_mask(polygons: list[np.ndarray], shape: tuple[int, int], grow: float, 
     for poly in polygons:
         fixed = np.round((poly - [x0, y0]) * (1 << shift)).astype(np.int32)
         cv2.fillPoly(roi, [fixed], 255, lineType=cv2.LINE_AA, shift=shift)
+    out[y0:y1, x0:x1] = _grow_and_blur(roi, grow, sigma)
+    return out
+
+
+def _work_box(low: np.ndarray, high: np.ndarray, grow: float, sigma: float,
+              shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) around the pixels `low` to `high` with room to grow and blur, clipped
+    to the image (empty when they lie outside it)."""
+    margin = grow + 4 * sigma + 2
+    x0, y0 = np.maximum(np.floor(low - margin), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(high + margin) + 1, [shape[1], shape[0]]).astype(int)
+    return x0, y0, x1, y1
+
+
+def _grow_and_blur(roi: np.ndarray, grow: float, sigma: float) -> np.ndarray:
+    """A filled uint8 region (255 inside) as a float32 mask in [0, 1], grown by `grow` px and
+    blurred by `sigma` px."""
     if grow:
         # Everything within `grow` px of the filled area (negative: more than `-grow` px inside
         # its edge), with a one-pixel ramp; one distance transform, from the side that matters.
@@ -154,5 +202,4 @@ def _soft_mask(polygons: list[np.ndarray], shape: tuple[int, int], grow: float, 
         soft = cv2.GaussianBlur(soft, (0, 0), sigma)
         soft[soft < 1 / 255] = 0
         soft[soft > 1 - 1 / 255] = 1
-    out[y0:y1, x0:x1] = soft
-    return out
+    return soft

@@ -8,13 +8,14 @@ through unedited.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from s3edit.errors import NoFaceError, S3EditError
 from s3edit.face.align import smooth_squares, square_from_landmarks
-from s3edit.face.landmarks import Face, landmarks68
+from s3edit.face.landmarks import Face
 from s3edit.options import TrackOptions
 
 
@@ -22,12 +23,13 @@ from s3edit.options import TrackOptions
 class FaceTrack:
     """Per-frame landmarks and squares of the tracked face.
 
-    Frames that pass through (`valid` False) hold NaN in `squares` and `mesh`, so that using
-    them by mistake fails loudly instead of cropping a made-up place.
+    Frames that pass through (`valid` False) hold NaN in `squares`, `mesh` and `lm68`, so that
+    using them by mistake fails loudly instead of cropping a made-up place.
     """
 
     squares: np.ndarray  # (T, 3, 2) float64 [centre, x, y], smoothed within each valid run
     mesh: np.ndarray  # (T, 478, 2) float32, detected or interpolated
+    lm68: np.ndarray  # (T, 68, 2) float32: each face's `Face.lm68`, the squares' source
     valid: np.ndarray  # (T,) bool: frames that will be edited
     frames: int
     frames_with_face: int  # the face was detected
@@ -61,14 +63,22 @@ class FaceTracker:
         self.face_index = face_index
         self.iou_threshold = iou_threshold
         self._meshes: list[np.ndarray | None] = []
+        self._lm68: list[np.ndarray | None] = []
         self._last_box: np.ndarray | None = None
 
-    def update(self, faces: list[Face]) -> Face | None:
-        """Record one frame's detections; returns the tracked face, or None if not found."""
+    def update(self, faces: list[Face], refine: Callable[[Face], Face] | None = None
+               ) -> Face | None:
+        """Record one frame's detections; returns the tracked face, or None if not found.
+
+        `refine` refits the tracked face's 68 landmarks (FAN), run on that face alone.
+        """
         face = self._pick(faces)
         if face is not None:
             self._last_box = face.box
+            if refine is not None:
+                face = refine(face)
         self._meshes.append(None if face is None else np.asarray(face.mesh, np.float32))
+        self._lm68.append(None if face is None else np.asarray(face.lm68, np.float32))
         return face
 
     def _pick(self, faces: list[Face]) -> Face | None:
@@ -98,16 +108,19 @@ class FaceTracker:
 
         n_points = next(m for m in self._meshes if m is not None).shape[0]
         mesh = np.full((frames, n_points, 2), np.nan, np.float32)
+        lm68 = np.full((frames, 68, 2), np.nan, np.float32)
         squares = np.full((frames, 3, 2), np.nan, np.float64)
         hits = np.flatnonzero(detected)
         mesh[hits] = np.stack([self._meshes[i] for i in hits])
-        squares[hits] = [square_from_landmarks(lm) for lm in landmarks68(mesh[hits])]
+        lm68[hits] = np.stack([self._lm68[i] for i in hits])
+        squares[hits] = [square_from_landmarks(lm) for lm in lm68[hits]]
 
         valid = detected.copy()
         for a, b in zip(hits[:-1], hits[1:], strict=True):
             if 1 < b - a <= options.max_gap + 1:
                 t = ((np.arange(a + 1, b) - a) / (b - a))[:, None, None]
                 mesh[a + 1:b] = (1 - t) * mesh[a] + t * mesh[b]
+                lm68[a + 1:b] = (1 - t) * lm68[a] + t * lm68[b]
                 squares[a + 1:b] = (1 - t) * squares[a] + t * squares[b]
                 valid[a + 1:b] = True
 
@@ -118,7 +131,7 @@ class FaceTracker:
 
         n_valid = int(valid.sum())
         return FaceTrack(
-            squares=squares, mesh=mesh, valid=valid, frames=frames,
+            squares=squares, mesh=mesh, lm68=lm68, valid=valid, frames=frames,
             frames_with_face=int(detected.sum()), frames_filled=n_valid - int(detected.sum()),
             frames_passed_through=frames - n_valid)
 
