@@ -29,6 +29,8 @@ from s3edit.options import (
     DEFAULT_PRECISION,
     DEFAULT_REFINE,
     DEFAULT_STEPS,
+    LANDMARKS,
+    MASKS,
     PRECISIONS,
     EditOptions,
 )
@@ -57,10 +59,14 @@ PRECISION_HELP = ("The UNet's arithmetic: auto is bf16 where the hardware has it
                   "computation.")
 Blend = Enum("Blend", {name.replace("-", "_"): name for name in BLENDS}, type=str)
 Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)
+Landmarks = Enum("Landmarks", {name: name for name in LANDMARKS}, type=str)
+Mask = Enum("Mask", {name: name for name in MASKS}, type=str)
 DEFAULT_PRECISION_CHOICE = Precision(DEFAULT_PRECISION)
 DEFAULTS = EditOptions("Eyeglasses")  # apply's defaults are the library's
 DEFAULT_BLEND = Blend(DEFAULTS.blend)
 DEFAULT_EDITOR_CHOICE = EditorName(DEFAULT_EDITOR)
+DEFAULT_LANDMARKS = Landmarks(DEFAULTS.landmarks)
+DEFAULT_MASK = Mask(DEFAULTS.mask)
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
@@ -144,7 +150,16 @@ def apply(
                               "full computation.")] = DEFAULTS.keyframe_every,
     batch_size: Annotated[int, typer.Option(min=1, help="Keyframes per model batch.")]
     = DEFAULTS.batch_size,
-    device: Annotated[Device, typer.Option(help="Where the model runs.")] = Device.auto,
+    landmarks: Annotated[Landmarks, typer.Option(help="Where the 68 landmarks (alignment and "
+                         "landmark code) come from: mediapipe's face mesh, or face-alignment's "
+                         "FAN fitted to the face mediapipe found (optional package and "
+                         "weights: README, Optional face backends).")] = DEFAULT_LANDMARKS,
+    mask: Annotated[Mask, typer.Option(help="The paste mask: mesh (the face oval, and a hair "
+                    "guess for hair attributes) or bisenet (facexlib's face parsing: the "
+                    "parsed face, and the real hair for hair attributes; optional package and "
+                    "weights).")] = DEFAULT_MASK,
+    device: Annotated[Device, typer.Option(help="Where the model (and FAN, BiSeNet) runs.")]
+    = Device.auto,
     precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)]
     = DEFAULT_PRECISION_CHOICE,
     seed: Annotated[int, typer.Option(help="Random seed (DDIM itself is deterministic).")] = 0,
@@ -173,8 +188,12 @@ def apply(
     try:
         options = EditOptions(attr, scale, blend=blend.value, face_index=face_index,
                               batch_size=batch_size, keyframe_every=keyframe_every, crf=crf,
-                              encoder=encoder,
+                              encoder=encoder, landmarks=landmarks.value, mask=mask.value,
                               audio=not no_audio, overwrite=overwrite)
+        if landmarks != DEFAULT_LANDMARKS or mask != DEFAULT_MASK:
+            from s3edit.face.backends import check_backends  # imports torch: only when asked
+
+            check_backends(options.landmarks, options.mask)
         jobs = plan_outputs(collect_inputs(inputs), output, out_dir, options.attr, scale)
         if output is not None and output.exists() and not overwrite:
             raise S3EditError(f"{output} exists; use --overwrite to replace it")

@@ -26,6 +26,11 @@ EDITORS = ("linear", "lt", "s3")
 # residual: the edit's change (decoded edit minus input crop) added onto the frame;
 # residual-decoded: the change against a decoded reconstruction; plain: the decoded face.
 BLENDS = ("residual", "residual-decoded", "plain")
+# Where the 68 landmarks and the paste mask come from: mediapipe's mesh, whose weights ship in
+# its wheel, or the optional backends, face-alignment's FAN and facexlib's BiSeNet parsing
+# (s3edit/face/backends.py), whose weights the user supplies.
+LANDMARKS = ("mediapipe", "fan")
+MASKS = ("mesh", "bisenet")
 # What `s3edit apply` encodes with unless told otherwise (visually lossless H.264).
 DEFAULT_CRF = 18
 DEFAULT_ENCODER = "libx264"
@@ -60,6 +65,8 @@ class EditOptions:
     keyframe_every: int = DEFAULT_KEYFRAME_EVERY
     identity_frames: int = 16  # evenly spread frames whose codes make the clip code
     track: TrackOptions = field(default_factory=TrackOptions)
+    landmarks: str = LANDMARKS[0]  # see LANDMARKS
+    mask: str = MASKS[0]  # see MASKS
     crf: int = DEFAULT_CRF
     encoder: str = DEFAULT_ENCODER  # ffmpeg video encoder
     audio: bool = True
@@ -71,5 +78,10 @@ class EditOptions:
         self.attr = resolve_attribute(self.attr)
         if self.blend not in BLENDS:
             raise UsageError(f"unknown blend {self.blend!r}: choose from {', '.join(BLENDS)}")
+        if self.landmarks not in LANDMARKS:
+            raise UsageError(f"unknown landmarks {self.landmarks!r}: choose from "
+                             f"{', '.join(LANDMARKS)}")
+        if self.mask not in MASKS:
+            raise UsageError(f"unknown mask {self.mask!r}: choose from {', '.join(MASKS)}")
         if self.keyframe_every < 1:
             raise UsageError(f"keyframe_every must be at least 1, got {self.keyframe_every}")

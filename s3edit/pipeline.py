@@ -9,7 +9,9 @@ frames. The edit then changes the clip code once (an expression instead adds one
 every frame's landmark code). Pass 2 streams the video again: the aligned crops of keyframes
 go through the model in batches, the frames between take the change interpolated from the
 keyframes around them (s3edit/keyframes.py), every face is pasted back through the soft face
-mask, and the frames go straight to the encoder.
+mask, and the frames go straight to the encoder. The optional backends (EditOptions.landmarks
+and .mask; s3edit/face/backends.py) refit the tracked face's 68 points in pass 1 and parse
+its aligned crop for the mask in pass 2.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +32,10 @@ from s3edit.edit.expression import CodeEdit, ExpressionDirections, edit_codes
 from s3edit.edit.loading import UntrainedEditor, load_editor, load_expressions
 from s3edit.errors import S3EditError, UsageError
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
+from s3edit.face.backends import FaceParser, FanLandmarker
 from s3edit.face.identity import IdentityEncoder
-from s3edit.face.landmarks import FaceDetector, landmarks68
-from s3edit.face.mask import face_mask
+from s3edit.face.landmarks import FaceDetector
+from s3edit.face.mask import face_mask, parsed_face_mask
 from s3edit.face.paste import paste_back
 from s3edit.face.track import FaceTrack, FaceTracker
 from s3edit.keyframes import interpolated_delta, select_keyframes
@@ -132,13 +136,17 @@ class Pipeline:
 
     def __init__(self, model: FaceModel, editor: Editor,
                  expressions: ExpressionDirections | None = None,
-                 progress: ProgressHook = no_progress, timer: StageTimer = untimed):
+                 progress: ProgressHook = no_progress, timer: StageTimer = untimed,
+                 device: str | torch.device = "cpu"):
         self.model = model
         self.editor = editor
         self.expressions = expressions
         self.progress = progress
         self.timer = timer
+        self.device = torch.device(device)  # where the optional face backends run
         self._identity_encoder: IdentityEncoder | None = None
+        self._landmarker: FanLandmarker | None = None
+        self._parser: FaceParser | None = None
 
     @classmethod
     def from_weights(cls, folder: str | os.PathLike[str] | None = None, *,
@@ -153,7 +161,7 @@ class Pipeline:
         arithmetic (auto, bf16, fp32); `no_model` skips the autoencoder (tracking, alignment
         and paste-back only).
         """
-        from s3edit.weights import default_weights_dir
+        from s3edit.weights import default_weights_dir, resolve_device
 
         if editor not in EDITORS:
             raise UsageError(f"unknown editor {editor!r}: choose from {', '.join(EDITORS)}")
@@ -162,7 +170,8 @@ class Pipeline:
             raise S3EditError(f"weights folder {path} does not exist")
         model = load_face_model(path, steps=steps, refine=refine, guidance=guidance,
                                 device=device, no_model=no_model, precision=precision)
-        return cls(model, load_editor(path, editor), load_expressions(path), progress)
+        return cls(model, load_editor(path, editor), load_expressions(path), progress,
+                   device=resolve_device(device))
 
     @property
     def identity_encoder(self) -> IdentityEncoder:
@@ -170,10 +179,26 @@ class Pipeline:
             self._identity_encoder = IdentityEncoder()
         return self._identity_encoder
 
+    def landmarker(self, name: str) -> FanLandmarker | None:
+        """The landmark backend `name` (EditOptions.landmarks), loaded once; None for
+        mediapipe's own points."""
+        if name == "fan" and self._landmarker is None:
+            self._landmarker = FanLandmarker(self.device)
+        return self._landmarker if name == "fan" else None
+
+    def parser(self, name: str) -> FaceParser | None:
+        """The face parser for mask `name` (EditOptions.mask), loaded once; None for the
+        mesh's mask."""
+        if name == "bisenet" and self._parser is None:
+            self._parser = FaceParser(self.device)
+        return self._parser if name == "bisenet" else None
+
     def check_edit(self, options: EditOptions) -> None:
         """Fail before any video is read, saying why, when the edit needs an identity editor
         whose weights are absent (an expression moves the landmarks instead; scale 0 needs
-        no editor)."""
+        no editor), or a face backend whose package or weights are (loading it here)."""
+        self.landmarker(options.landmarks)
+        self.parser(options.mask)
         is_expression = (self.expressions is not None
                          and self.expressions.offset(options.attr, 1.0) is not None)
         if options.scale and not is_expression and isinstance(self.editor, UntrainedEditor):
@@ -244,6 +269,8 @@ class Pipeline:
         stride = max(1, info.frame_count // options.identity_frames)
         tracker = FaceTracker(face_index=options.face_index)
         sampler = ClipCodeSampler(self.identity_encoder, self.model.attributes)
+        landmarker = self.landmarker(options.landmarks)
+        track_stage = "track" if landmarker is None else "track + fan landmarks"
         advance = self.progress("tracking face", info.frame_count)
         with self.timer("load face detector"):
             detector = FaceDetector(video=True)
@@ -251,8 +278,9 @@ class Pipeline:
             for t, frame in enumerate(self._frames(info, "decode (pass 1)")):
                 with self.timer("detect + landmarks"):
                     faces = detect(frame)
-                with self.timer("track"):
-                    face = tracker.update(faces)
+                with self.timer(track_stage):
+                    face = tracker.update(
+                        faces, None if landmarker is None else partial(landmarker, frame))
                 if face is not None and t % stride == 0:
                     with self.timer("identity embed"):
                         sampler.add(frame, face.lm68)
@@ -262,7 +290,7 @@ class Pipeline:
         if not sampler.embeddings:  # the face showed only between the sampled frames: use its first
             first = int(np.flatnonzero(track.valid)[0])
             frame = next(f for t, f in enumerate(read_frames(info)) if t == first)
-            sampler.add(frame, landmarks68(track.mesh[first]))
+            sampler.add(frame, track.lm68[first])
         with self.timer("clip code"):
             code = sampler.clip_code()
         return ClipAnalysis(track=track, clip_code=code)
@@ -308,7 +336,7 @@ class Pipeline:
         """(T,) bool: the frames the model runs on (see `s3edit.keyframes`)."""
         landmarks = np.zeros((track.frames, 68, 2))
         for t in np.flatnonzero(track.valid):
-            landmarks[t] = to_crop_coords(landmarks68(track.mesh[t]), track.squares[t], 1)
+            landmarks[t] = to_crop_coords(track.lm68[t], track.squares[t], 1)
         return select_keyframes(track.valid, landmarks, options.keyframe_every)
 
     def prepare(self, frames: list[tuple[int, np.ndarray]], track: FaceTrack,
@@ -320,7 +348,7 @@ class Pipeline:
             with self.timer("align crop"):
                 batch.inputs = model_input(
                     [frame for _, frame in batch.todo], [track.squares[t] for t, _ in batch.todo],
-                    [landmarks68(track.mesh[t]) for t, _ in batch.todo], self.model.resolution)
+                    [track.lm68[t] for t, _ in batch.todo], self.model.resolution)
             batch.delta = np.zeros(batch.inputs.crops.shape, np.float32)
         return batch
 
@@ -369,10 +397,20 @@ class Pipeline:
               ) -> list[np.ndarray]:
         """The batch's frames in order, each edited face pasted back through its mask."""
         edited: dict[int, np.ndarray] = {}
+        parser = self.parser(options.mask)
+        labels = None
+        if parser is not None and batch.todo:
+            with self.timer("face parsing"):
+                labels = parser(np.stack([align_crop(frame, track.squares[t], parser.size)
+                                          for t, frame in batch.todo]))
         for i, (t, frame) in enumerate(batch.todo):
             crop = batch.inputs.crops[i]
             with self.timer("mask"):
-                mask = face_mask(track.mesh[t], frame.shape[:2], attr=options.attr)
+                if labels is None:
+                    mask = face_mask(track.mesh[t], frame.shape[:2], attr=options.attr)
+                else:
+                    mask = parsed_face_mask(labels[i], track.squares[t], track.mesh[t],
+                                            frame.shape[:2], attr=options.attr)
             with self.timer("paste back"):
                 if options.blend == "plain":
                     edited[t] = paste_back(frame, np.clip(crop + batch.delta[i], 0, 255),
