@@ -57,3 +57,12 @@ def stage_progress(console: Console, enabled: bool = True) -> Iterator[ProgressH
             task = bar.add_task(stage, total=total)
             return lambda n: bar.advance(task, n)
         yield rich_stage
+
+
+def training_bar(*columns: object, enabled: bool = True):
+    """A rich progress bar on stderr, for the training loops: stdout keeps only what the
+    commands print for scripts (the folders they wrote)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(*columns, console=Console(stderr=True), disable=not enabled)

@@ -30,6 +30,7 @@ from s3edit.edit.classifier import roc_auc
 from s3edit.errors import UsageError
 from s3edit.face.attributes import AttributeEncoder, area_resize
 from s3edit.metrics.attributes import CROP_SIZE
+from s3edit.progress import training_bar
 from s3edit.train.cache import SHARD_SIZE, build_image_cache, image_cache_dir, load_shards
 from s3edit.train.celeba import celeba_images, celeba_labels
 from s3edit.train.parallel import launched_accelerator, my_share
@@ -143,7 +144,7 @@ def train_attribute_encoder(cfg: AttributeEncoderTrainConfig, progress: bool = T
 
 
 def _train(accelerator, cfg: AttributeEncoderTrainConfig, progress: bool) -> Path:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     device, main = accelerator.device, accelerator.is_main_process
     torch.manual_seed(cfg.seed)
@@ -177,7 +178,7 @@ def _train(accelerator, cfg: AttributeEncoderTrainConfig, progress: bool) -> Pat
     columns = (TextColumn("{task.description}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[stats]}"), TimeRemainingColumn())
-    with (Progress(*columns, disable=not (progress and main)) as bar,
+    with (training_bar(*columns, enabled=progress and main) as bar,
           (out / "log.jsonl").open("w") if main else nullcontext() as log):
         task = bar.add_task("train attribute encoder", total=cfg.steps, stats="")
         for _ in range(cfg.steps):

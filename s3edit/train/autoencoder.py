@@ -24,6 +24,7 @@ from s3edit.errors import UsageError
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import ATTRIBUTE_DIM, attribute_code, clip_code, landmark_code
 from s3edit.model.inputs import to_uint8
+from s3edit.progress import training_bar
 from s3edit.train import celeba
 from s3edit.train.cache import FaceShard, cached_split, load_cache
 from s3edit.train.celeba import celeba_images, celeba_labels
@@ -274,7 +275,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Pat
 
 
 def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     main = accelerator.is_main_process
     torch.manual_seed(cfg.seed)  # the same initial weights (and EMA copy) in every process
@@ -327,7 +328,7 @@ def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
 
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                "{task.total}"), TextColumn("{task.fields[stats]}"), TimeRemainingColumn()]
-    with Progress(*columns, disable=not (progress and main)) as bar:
+    with training_bar(*columns, enabled=progress and main) as bar:
         task = bar.add_task("train autoencoder", total=cfg.steps, completed=step, stats="")
         tic, log = time.perf_counter(), []
         deadline = math.inf if cfg.max_minutes is None else tic + 60 * cfg.max_minutes

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector
+from s3edit.progress import training_bar
 from s3edit.storage import cache_root
 
 CACHE_VERSION = 1
@@ -92,8 +93,6 @@ def build_image_cache(image_paths: Sequence[Path], size: int, shards: Sequence[i
     Shard k holds images k*SHARD_SIZE onwards, so a training set and its held-out part are
     plain ranges of shards and can be built in any order, by several processes at once.
     """
-    from rich.progress import Progress
-
     folder = image_cache_dir(image_paths, size)
     folder.mkdir(parents=True, exist_ok=True)
     if shards is None:
@@ -101,7 +100,7 @@ def build_image_cache(image_paths: Sequence[Path], size: int, shards: Sequence[i
     todo = [k for k in shards if not shard_path(folder, k).exists()]
     if todo:
         detector, encoder = FaceDetector(video=False), IdentityEncoder()
-        with Progress(disable=not progress) as bar:
+        with training_bar(enabled=progress) as bar:
             task = bar.add_task("preprocessing faces", total=len(todo) * SHARD_SIZE)
             for k in todo:
                 chunk = image_paths[k * SHARD_SIZE:(k + 1) * SHARD_SIZE]

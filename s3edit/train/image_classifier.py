@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.edit.classifier import roc_auc
 from s3edit.metrics.attributes import ImageAttributeClassifier
+from s3edit.progress import training_bar
 from s3edit.train.cache import cached_split, load_cache
 from s3edit.train.celeba import celeba_images, celeba_labels
 from s3edit.train.config import HOLDOUT
@@ -49,7 +50,7 @@ def train_image_classifier(data: Path, out: Path, *, steps: int = 6000, batch_si
 
 def _train(accelerator, data: Path, out: Path, steps: int, batch_size: int, limit: int | None,
            holdout: int, lr: float, progress: bool, seed: int) -> Path:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
     device, main = accelerator.device, accelerator.is_main_process
     generator = torch.Generator().manual_seed(seed)  # the same draws in every process
@@ -93,7 +94,7 @@ def _train(accelerator, data: Path, out: Path, steps: int, batch_size: int, limi
     world, mine = accelerator.num_processes, my_share(accelerator, batch_size)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[stats]}"))
-    with Progress(*columns, disable=not (progress and main)) as bar:
+    with training_bar(*columns, enabled=progress and main) as bar:
         task = bar.add_task("train image classifier", total=steps, stats="")
         for _ in range(steps):
             # The global batch's draws, then this process's slice of them.
