@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from helpers import celeba_subset
 
 from s3edit.edit.attributes import ATTRIBUTES
-from s3edit.edit.classifier import LatentAttributeClassifier, fit_classifier
+from s3edit.edit.classifier import LatentAttributeClassifier, fit_classifier, roc_auc
 from s3edit.edit.linear import LinearEditor
 from s3edit.edit.loading import load_editor
 from s3edit.edit.lt import LatentTransformerEditor
@@ -32,12 +32,15 @@ from s3edit.train.editors import (
     crop_attribute_codes,
     edit_metrics,
     fit_lt,
+    fit_lt_classifier,
     fit_s3,
     labelled_codes,
     video_identity_codes,
 )
 
 EDITED = ("Eyeglasses", "Smiling", "Young")
+# Short runs of the Latent Transformer and of its MLP classifier, fast enough for a test.
+LT_QUICK = LtTrainConfig(steps=60, batch=64, lr=3e-3, classifier_steps=150, classifier_lr=1e-3)
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +66,7 @@ def data() -> tuple[torch.Tensor, torch.Tensor, LatentAttributeClassifier]:
 @pytest.fixture(scope="module")
 def lt(data) -> LatentTransformerEditor:
     codes, labels, classifier = data
-    model = fit_lt(codes, labels, classifier,
-                   LtTrainConfig(steps=60, batch=64, hidden=16, lr=3e-3), progress=False)
+    model, _ = fit_lt(codes, labels, classifier, LT_QUICK, progress=False)
     return LatentTransformerEditor(model, classifier)
 
 
@@ -101,6 +103,28 @@ def test_edit_moves_the_target_logit_the_way_of_the_scale(request, data, name: s
             assert (classifier(down)[:, i] - before[:, i]).mean() < -0.5
         one = editor.edit(z[0], attr, 0.5)  # a single (128,) code, as the pipeline passes
         assert one.shape == (128,) and torch.allclose(one, up[0], atol=1e-5)
+
+
+def test_lt_heads_are_affine_maps(data, lt):
+    """As published: T_k(w) = A_k w + b_k, so it commutes with affine combinations."""
+    w = lt.classifier.normalize(data[0][:2])
+    head = torch.tensor([lt.classifier.index("Smiling")])
+    mix = 0.3 * w[:1] + 0.7 * w[1:]
+    with torch.no_grad():
+        t = lt.transformer(w, head.expand(2))
+        assert torch.allclose(lt.transformer(mix, head), 0.3 * t[:1] + 0.7 * t[1:], atol=1e-5)
+        assert t.abs().max() > 0  # trained away from the zero map it starts as
+
+
+def test_lt_classifier_is_an_mlp_that_predicts_held_out_labels(data):
+    codes, labels, classifier = data
+    judge = fit_lt_classifier(codes[:1200], labels[:1200], classifier, LT_QUICK)
+    assert [layer.out_features for layer in judge.layers] == [2048, 512, 40]
+    with torch.no_grad():
+        scores = judge(classifier.normalize(codes[1200:]))
+    for attr in EDITED:
+        i = classifier.index(attr)
+        assert roc_auc(scores[:, i], labels[1200:, i]) > 0.8
 
 
 def test_s3_moves_the_target_at_least_as_far_as_the_linear_edit(data, s3):
@@ -338,8 +362,7 @@ def clip_data() -> tuple[torch.Tensor, torch.Tensor, LatentAttributeClassifier]:
 @pytest.fixture(scope="module")
 def clip_editors(clip_data) -> dict:
     codes, labels, classifier = clip_data
-    lt = fit_lt(codes, labels, classifier,
-                LtTrainConfig(steps=60, batch=64, hidden=16, lr=3e-3), progress=False)
+    lt, _ = fit_lt(codes, labels, classifier, LT_QUICK, progress=False)
     s3, _ = fit_s3(codes, classifier,
                    S3TrainConfig(clusters=3, steps=60, batch=128, hidden=32), progress=False)
     return {"linear": LinearEditor(classifier), "lt": LatentTransformerEditor(lt, classifier),

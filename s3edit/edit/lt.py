@@ -1,17 +1,18 @@
-"""Latent Transformer editor (Yao et al., ICCV 2021) on the clip code.
+"""Latent Transformer editor (Yao et al., ICCV 2021) on the clip code, as published.
 
-One small MLP T_k per attribute acts on the standardised code w: w' = w + alpha * T_k(w), then
-back to a clip code with denorm and the l2norm of its identity part. In training
-alpha = target - p_k(w) (p_k the classifier's probability, target the other class), so alpha in
-[-1, -0.5] removes the attribute and alpha in [0.5, 1] adds it; |alpha| = 1 is the whole move
-from one class to the other. `edit(z, attr, scale)` uses alpha = scale: scale 1 is that whole
-move, 0.5 half of it, negative scales remove the attribute, and scale 0 returns the code
-untouched.
+One affine map T_k per attribute acts on the standardised code w: w' = w + alpha * T_k(w)
+(`F_mapping` with a linear activation in the official code), then back to a clip code with
+denorm and the l2norm of its identity part. Training grades edits with the Latent
+Transformer's own MLP attribute classifier (d -> 2048 -> 512 -> 40, leaky ReLU, as the
+official `LCNet`), not with the linear classifiers whose weights are the linear editor's
+directions. In training alpha = target - p_k(w) (p_k that classifier's probability, target the
+other class), so alpha in [-1, -0.5] removes the attribute and alpha in [0.5, 1] adds it;
+|alpha| = 1 is the whole move from one class to the other. `edit(z, attr, scale)` uses
+alpha = scale: scale 1 is that whole move, 0.5 half of it, negative scales remove the
+attribute, and scale 0 returns the code untouched.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -26,33 +27,52 @@ from s3edit.model.codes import IDENTITY_DIM, renormalise_clip_code
 
 
 class LatentTransformer(ModelMixin, ConfigMixin):
-    """All attributes' T_k as one stack of MLPs d -> hidden -> d (trained together)."""
+    """All attributes' T_k(w) = A_k w + b_k, stacked (trained together, each by its own loss).
+
+    Zero at the start, so that training starts from the unedited code, as the official
+    code's equalised-learning-rate layers nearly do."""
 
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, dim: int = IDENTITY_DIM, hidden: int = 64,
-                 attributes: tuple[str, ...] = ATTRIBUTES):
+    def __init__(self, dim: int = IDENTITY_DIM, attributes: tuple[str, ...] = ATTRIBUTES):
         super().__init__()
         heads = len(attributes)
-        self.w1 = nn.Parameter(torch.randn(heads, dim, hidden) / math.sqrt(dim))
-        self.b1 = nn.Parameter(torch.zeros(heads, hidden))
-        self.w2 = nn.Parameter(torch.randn(heads, hidden, dim) / math.sqrt(hidden))
-        self.b2 = nn.Parameter(torch.zeros(heads, dim))
+        self.weight = nn.Parameter(torch.zeros(heads, dim, dim))
+        self.bias = nn.Parameter(torch.zeros(heads, dim))
 
     def all_heads(self, w: torch.Tensor) -> torch.Tensor:
         """T_k(w) of every head k: (N, d) -> (heads, N, d)."""
-        h = F.leaky_relu(torch.einsum("nd,kdh->knh", w, self.w1) + self.b1[:, None], 0.2)
-        return torch.einsum("knh,khd->knd", h, self.w2) + self.b2[:, None]
+        return torch.einsum("nd,kde->kne", w, self.weight) + self.bias[:, None]
 
     def forward(self, w: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
         """T_{head[n]}(w[n]) for codes (N, d) and head indices (N,)."""
-        h = F.leaky_relu(torch.einsum("nd,ndh->nh", w, self.w1[head]) + self.b1[head], 0.2)
-        return torch.einsum("nh,nhd->nd", h, self.w2[head]) + self.b2[head]
+        return torch.einsum("nd,nde->ne", w, self.weight[head]) + self.bias[head]
+
+
+class LatentMLPClassifier(ModelMixin, ConfigMixin):
+    """The Latent Transformer's own attribute classifier: logits (N, A) of standardised codes
+    (N, d) through d -> 2048 -> 512 -> A with leaky ReLU (the official `LCNet`)."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, dim: int = IDENTITY_DIM, hidden: tuple[int, ...] = (2048, 512),
+                 attributes: tuple[str, ...] = ATTRIBUTES):
+        super().__init__()
+        sizes = [dim, *hidden, len(attributes)]
+        self.layers = nn.ModuleList(nn.Linear(a, b)
+                                    for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            w = F.leaky_relu(layer(w), 0.2)
+        return self.layers[-1](w)
 
 
 class LatentTransformerEditor(BatchEditor):
-    """`--editor lt`; the scale is alpha (see the module docstring)."""
+    """`--editor lt`; the scale is alpha (see the module docstring). The linear classifier
+    only standardises codes here (its statistics are those of the training codes)."""
 
     name = "lt"
 

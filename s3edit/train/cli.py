@@ -189,24 +189,38 @@ def train_editor_cmd(
     from s3edit.train.config import LtTrainConfig
     from s3edit.train.datasets import editor_data
     from s3edit.train.editors import train_classifier, train_expression, train_lt, train_s3
+    from s3edit.train.parallel import launched_accelerator
 
     try:
         sources = editor_data(data)
         split = {"holdout": holdout, "limit": limit}
         encoder = None if attribute_encoder is None else load_attribute_encoder(attribute_encoder)
-        if classifier is None:
-            classifier = train_classifier(sources.faces, out, **split, attribute_encoder=encoder)
-            typer.echo(classifier)
-            typer.echo(train_expression(sources.faces, out, **split))
-        run = {**split, "progress": stderr.is_terminal, "attribute_encoder": encoder}
-        if editor is EditorName.lt:
-            typer.echo(train_lt(sources.faces, out, classifier, LtTrainConfig(steps=steps), **run))
-        elif editor is EditorName.s3:
-            cfg = S3TrainConfig(clusters=clusters, sparsity=sparsity, self_training=self_training,
-                                holdout_attrs=tuple(holdout_attrs or ()),
-                                faith_correlation=faith_correlation, steps=steps)
-            videos = sources.videos[0] if sources.videos else None
-            typer.echo(train_s3(sources.faces, out, classifier, cfg, videos=videos, **run))
+        with launched_accelerator("cpu") as accelerator:
+            # The main process fits the classifiers (and fills the code caches) before the
+            # others read them.
+            with accelerator.main_process_first():
+                if classifier is None:
+                    classifier = out / "classifier"
+                    if accelerator.is_main_process:
+                        typer.echo(train_classifier(sources.faces, out, **split,
+                                                    attribute_encoder=encoder))
+                        typer.echo(train_expression(sources.faces, out, **split))
+            run = {**split, "progress": stderr.is_terminal and accelerator.is_main_process,
+                   "attribute_encoder": encoder, "accelerator": accelerator}
+            if editor is EditorName.lt:
+                folder = train_lt(sources.faces, out, classifier, LtTrainConfig(steps=steps),
+                                  **run)
+            elif editor is EditorName.s3:
+                cfg = S3TrainConfig(clusters=clusters, sparsity=sparsity,
+                                    self_training=self_training,
+                                    holdout_attrs=tuple(holdout_attrs or ()),
+                                    faith_correlation=faith_correlation, steps=steps)
+                videos = sources.videos[0] if sources.videos else None
+                folder = train_s3(sources.faces, out, classifier, cfg, videos=videos, **run)
+            else:
+                folder = None
+            if folder is not None and accelerator.is_main_process:
+                typer.echo(folder)
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
 

@@ -25,7 +25,7 @@ from s3edit.edit.base import Editor
 from s3edit.edit.classifier import LatentAttributeClassifier, fit_classifier, roc_auc
 from s3edit.edit.expression import fit_expression_directions
 from s3edit.edit.linear import LinearEditor
-from s3edit.edit.lt import LatentTransformer, LatentTransformerEditor
+from s3edit.edit.lt import LatentMLPClassifier, LatentTransformer, LatentTransformerEditor
 from s3edit.edit.routing import route_attributes
 from s3edit.edit.s3 import S3Editor, S3Transform
 from s3edit.edit.sparsity import GroupSparseOptimizer
@@ -38,6 +38,7 @@ from s3edit.model.codes import (
     landmark_code,
     renormalise_clip_code,
 )
+from s3edit.progress import training_bar
 from s3edit.storage import cache_root
 from s3edit.train.cache import cached_split, load_shards
 from s3edit.train.celeba import celeba_images, celeba_labels
@@ -50,9 +51,17 @@ from s3edit.train.editor_losses import (
     lt_losses,
     manifold_loss,
 )
+from s3edit.train.parallel import (
+    average_gradients,
+    global_batch_share,
+    is_main,
+    main_process_first,
+)
 from s3edit.video import VIDEO_SUFFIXES
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
+
     from s3edit.face.attributes import AttributeEncoder
 
 
@@ -236,67 +245,114 @@ def edit_metrics(editor: Editor, classifier: LatentAttributeClassifier, codes: t
     return {name: {k: round(v, 4) for k, v in row.items()} for name, row in out.items()}
 
 
-def fit_lt(codes: torch.Tensor, labels: torch.Tensor, classifier: LatentAttributeClassifier,
-           cfg: LtTrainConfig | None = None, progress: bool = True) -> LatentTransformer:
-    """Train every attribute's Latent Transformer head at once on clip codes (N, D) with labels
-    (N, 40) (only their correlations are used; targets come from the classifier).
-
-    Loss cls + lambda_attr * attr + lambda_rec * rec (`lt_losses`).
-    """
-    from rich.progress import Progress
-
+def fit_lt_classifier(codes: torch.Tensor, labels: torch.Tensor,
+                      classifier: LatentAttributeClassifier, cfg: LtTrainConfig | None = None,
+                      accelerator: Accelerator | None = None) -> LatentMLPClassifier:
+    """The Latent Transformer's own MLP classifier on codes (N, D) standardised as
+    `classifier` does, with labels (N, 40): plain BCE, Adam with weight decay (the official
+    pretraining). Under torchrun each process takes its slice of every batch."""
     cfg = cfg or LtTrainConfig()
-    _check_dims(classifier, codes)
-    classifier.requires_grad_(False)  # frozen: it grades the edits
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = LatentTransformer(dim=codes.shape[1], hidden=cfg.hidden,
-                              attributes=tuple(classifier.config.attributes))
+    model = LatentMLPClassifier(dim=codes.shape[1],
+                                attributes=tuple(classifier.config.attributes))
+    w_all, y_all = classifier.normalize(codes), labels.float()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.classifier_lr,
+                                 weight_decay=cfg.weight_decay)
+    total, mine = global_batch_share(accelerator, cfg.batch)
+    for _ in range(cfg.classifier_steps):
+        rows = torch.randint(len(w_all), (total,), generator=gen)[mine]
+        loss = F.binary_cross_entropy_with_logits(model(w_all[rows]), y_all[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        average_gradients(accelerator, model)
+        optimizer.step()
+    return model.requires_grad_(False).eval()
+
+
+def fit_lt(codes: torch.Tensor, labels: torch.Tensor, classifier: LatentAttributeClassifier,
+           cfg: LtTrainConfig | None = None, progress: bool = True,
+           accelerator: Accelerator | None = None
+           ) -> tuple[LatentTransformer, LatentMLPClassifier]:
+    """Train the Latent Transformer's MLP classifier, then every attribute's affine head at
+    once, on clip codes (N, D) with labels (N, 40); codes are standardised as `classifier`
+    does. Returns the heads and the MLP classifier that graded them.
+
+    Loss cls + lambda_attr * attr + lambda_rec * rec (`lt_losses`), every term from the MLP
+    classifier, so that the linear classifiers that score edits in metrics.json do not train
+    the heads. Under torchrun each process takes its slice of every batch and the gradients
+    are averaged; the class balance of `cls` is then per process, as the reference balances
+    per batch.
+    """
+    cfg = cfg or LtTrainConfig()
+    _check_dims(classifier, codes)
+    judge = fit_lt_classifier(codes, labels, classifier, cfg, accelerator)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    model = LatentTransformer(dim=codes.shape[1], attributes=tuple(classifier.config.attributes))
     correlation = label_correlation(labels)
     w_all = classifier.normalize(codes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    with Progress(disable=not progress) as bar:
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total, mine = global_batch_share(accelerator, cfg.batch)
+    with training_bar(enabled=progress) as bar:
         task = bar.add_task("training the latent transformer", total=cfg.steps)
         for _ in range(cfg.steps):
-            w = w_all[torch.randint(len(w_all), (cfg.batch,), generator=gen)]
+            w = w_all[torch.randint(len(w_all), (total,), generator=gen)[mine]]
             with torch.no_grad():
-                logits0 = classifier.linear(w)
+                logits0 = judge(w)
             p0 = logits0.sigmoid()
             # As the reference: head k flips the class, alpha = target - p (the way to go).
             target = (p0 < 0.5).float()
             step = (target - p0).T[..., None] * model.all_heads(w)
             edited = renormalise_clip_code(classifier.denormalize(w + step))
-            losses = lt_losses(logits0, classifier(edited), target, step, correlation)
+            losses = lt_losses(logits0, judge(classifier.normalize(edited)), target, step,
+                               correlation)
             loss = (losses["cls"] + cfg.lambda_attr * losses["attr"]
                     + cfg.lambda_rec * losses["rec"])
             optimizer.zero_grad()
             loss.backward()
+            average_gradients(accelerator, model)
             optimizer.step()
             bar.update(task, advance=1)
-    return model.eval()
+    return model.eval(), judge
 
 
 def train_lt(data: Path, out: Path, classifier_dir: Path, cfg: LtTrainConfig | None = None, *,
              limit: int | None = None, holdout: int = HOLDOUT, progress: bool = True,
-             attribute_encoder: AttributeEncoder | None = None) -> Path:
+             attribute_encoder: AttributeEncoder | None = None,
+             accelerator: Accelerator | None = None) -> Path:
     """Train the Latent Transformer editor on a CelebAMask-HQ folder's clip codes (with
-    `attribute_encoder`'s values, if given: as the classifiers were); save it to OUT/lt with
-    held-out metrics beside the linear editor's."""
+    `attribute_encoder`'s values, if given: as the classifiers were); save it to OUT/lt, its
+    MLP classifier to OUT/lt-classifier (training only: apply does not need it), with
+    held-out metrics beside the linear editor's. Under torchrun the main process alone
+    writes."""
     classifier = load_classifier(classifier_dir)
-    train, held = labelled_codes(data, holdout, limit, attribute_encoder)
+    with main_process_first(accelerator):
+        train, held = labelled_codes(data, holdout, limit, attribute_encoder)
     cfg = cfg or LtTrainConfig()
-    model = fit_lt(train.codes, train.labels, classifier, cfg, progress)
+    model, judge = fit_lt(train.codes, train.labels, classifier, cfg, progress, accelerator)
     folder = out / "lt"
+    if not is_main(accelerator):
+        return folder
     model.save_pretrained(folder)
+    judge.save_pretrained(out / "lt-classifier")
     settings = {**asdict(cfg), "lambda_cls": 1.0, "code_dim": train.codes.shape[1]}
+    extra = {}
+    if len(held.codes):
+        with torch.no_grad():
+            scores = judge(classifier.normalize(held.codes))
+        extra["lt_classifier_held_out_auc"] = {
+            attr: round(roc_auc(scores[:, i], held.labels[:, i]), 4)
+            for i, attr in enumerate(classifier.config.attributes)
+            if attr in REPORTED_ATTRIBUTES}
     _write_metrics(folder, LatentTransformerEditor(model, classifier), classifier, train, held,
-                   settings)
+                   settings, extra)
     return folder
 
 
 def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
-           cfg: S3TrainConfig | None = None, progress: bool = True
-           ) -> tuple[S3Transform, float]:
+           cfg: S3TrainConfig | None = None, progress: bool = True,
+           accelerator: Accelerator | None = None) -> tuple[S3Transform, float]:
     """Train the S3Editor transforms on unlabelled clip codes (N, D); returns them and the group
     sparsity reached.
 
@@ -324,9 +380,9 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
     a few steps gets fewer periods, `GroupSparseOptimizer`).
     L_id compares the identity parts (the first 128 values) only: the attribute part is the
     faithfulness loss's business.
+    Under torchrun each process takes its slice of every step's draws (codes, attributes,
+    gammas) and the gradients are averaged, so N processes of batch B train as one of N * B.
     """
-    from rich.progress import Progress
-
     cfg = cfg or S3TrainConfig()
     unknown = set(cfg.holdout_attrs) - set(classifier.config.attributes)
     if unknown:
@@ -354,14 +410,15 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
     optimizer = GroupSparseOptimizer(torch.optim.Adam(model.parameters(), lr=cfg.lr),
                                      model.sparsity_members(), model.active, cfg.sparsity,
                                      start=int(0.3 * cfg.steps), stop=int(0.8 * cfg.steps))
-    with Progress(disable=not progress) as bar:
+    total, mine = global_batch_share(accelerator, cfg.batch)
+    with training_bar(enabled=progress) as bar:
         task = bar.add_task("training the S3Editor transforms", total=cfg.steps)
         for _ in range(cfg.steps):
-            rows = torch.randint(len(codes), (cfg.batch,), generator=gen)
+            rows = torch.randint(len(codes), (total,), generator=gen)[mine]
             z, x = codes[rows], x_all[rows]
-            attr = seen_index[torch.randint(len(seen_index), (cfg.batch,), generator=gen)]
-            gamma = (torch.rand(cfg.batch, generator=gen) * 2 - 1 if cfg.self_training
-                     else torch.zeros(cfg.batch))
+            attr = seen_index[torch.randint(len(seen_index), (total,), generator=gen)[mine]]
+            gamma = (torch.rand(total, generator=gen)[mine] * 2 - 1 if cfg.self_training
+                     else torch.zeros(len(rows)))
             edited = editor.edit_batch(z, attr, gamma)
             with torch.no_grad():
                 p0 = classifier(z).sigmoid()
@@ -372,6 +429,7 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
                                                      precision))
             optimizer.zero_grad()
             loss.backward()
+            average_gradients(accelerator, model)
             optimizer.step()
             bar.update(task, advance=1)
     return model.eval(), optimizer.sparsity
@@ -379,25 +437,27 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
 
 def train_s3(data: Path, out: Path, classifier_dir: Path, cfg: S3TrainConfig | None = None, *,
              videos: Path | None = None, limit: int | None = None, holdout: int = HOLDOUT,
-             progress: bool = True, attribute_encoder: AttributeEncoder | None = None) -> Path:
+             progress: bool = True, attribute_encoder: AttributeEncoder | None = None,
+             accelerator: Accelerator | None = None) -> Path:
     """Train the S3Editor transforms on a CelebAMask-HQ folder's clip codes (and, given
     `videos`, codes of frames of the clips under it: unlabelled, which self-training allows),
     with `attribute_encoder`'s values if given (as the classifiers were); save them to OUT/s3
-    with held-out metrics beside the linear editor's."""
+    with held-out metrics beside the linear editor's. Under torchrun the main process alone
+    writes."""
     cfg = cfg or S3TrainConfig()
     cfg = replace(cfg, holdout_attrs=tuple(resolve_attribute(a) for a in cfg.holdout_attrs))
     classifier = load_classifier(classifier_dir)
-    train, held = labelled_codes(data, holdout, limit, attribute_encoder)
-    pool = train.codes
-    video_codes = 0
-    if videos is not None:
-        extra = video_identity_codes(videos, attribute_encoder=attribute_encoder)
-        video_codes = len(extra)
-        pool = torch.cat([pool, extra])
-    model, reached = fit_s3(pool, classifier, cfg, progress)
+    with main_process_first(accelerator):
+        train, held = labelled_codes(data, holdout, limit, attribute_encoder)
+        video = (torch.zeros(0, train.codes.shape[1]) if videos is None
+                 else video_identity_codes(videos, attribute_encoder=attribute_encoder))
+    pool = torch.cat([train.codes, video])
+    model, reached = fit_s3(pool, classifier, cfg, progress, accelerator)
     folder = out / "s3"
+    if not is_main(accelerator):
+        return folder
     model.save_pretrained(folder)
-    settings = {**asdict(cfg), "video_codes": video_codes, "code_dim": train.codes.shape[1]}
+    settings = {**asdict(cfg), "video_codes": len(video), "code_dim": train.codes.shape[1]}
     attributes = list(classifier.config.attributes)
     clusters_of = {attr: int(k) for attr, k in zip(attributes, model.cluster_of, strict=True)}
     extra = {"group_sparsity": round(reached, 4), "cluster_of": clusters_of}
