@@ -205,7 +205,7 @@ def apply(
     from s3edit.video import probe
 
     # Probing is quick and needs no model: unreadable inputs are reported before any loading.
-    runnable, codes = [], []
+    runnable, codes, skipped = [], [], 0
     for src, dst in jobs:
         skip = dst.exists() and not overwrite
         try:
@@ -220,6 +220,7 @@ def apply(
             emit({"input": str(src), "output": str(dst), "attr": options.attr, "scale": scale,
                   "status": status}, as_json)
         elif skip:
+            skipped += 1
             emit({"input": str(src), "output": str(dst), "status": "skipped (exists)"}, as_json)
         else:
             runnable.append((info, dst))
@@ -229,8 +230,31 @@ def apply(
                 "device": device.value, "precision": precision.value, "no_model": no_model}
         codes += run_jobs(runnable, options, weights, load, seed, as_json, quiet, verbose)
     failed = [c for c in codes if c]
+    if launched_process()[1] > 1 and not dry_run:
+        batch_summary(codes.count(0), skipped, len(failed), quiet)
     if failed:
         raise typer.Exit(failed[0] if len(jobs) == 1 else 1)
+
+
+def batch_summary(written: int, skipped: int, failed: int, quiet: bool) -> None:
+    """Under torchrun: every process's counts, added up and said once, by rank 0, on stderr.
+    A gloo group of its own, opened only now: the edits themselves need none, and gloo
+    works beside GPUs."""
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", timeout=timedelta(minutes=10))
+    try:
+        counts = torch.tensor([written, skipped, failed])
+        dist.all_reduce(counts)
+    finally:
+        dist.destroy_process_group()
+    w, s, f = counts.tolist()
+    if not quiet:  # rank 0's (the others are quiet)
+        stderr.print(f"{w + s + f} inputs: {w} written, {s} skipped (exist), {f} failed, by "
+                     f"{launched_process()[1]} processes", highlight=False)
 
 
 def process_share(jobs: list[tuple[Path, Path]], overwrite: bool, quiet: bool

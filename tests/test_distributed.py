@@ -167,6 +167,7 @@ def test_torchrun_apply_shares_a_folder_between_processes(clips, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [f"{p.stem}.eyeglasses+0.mp4"
                                                      for p in inputs], "no temporary left"
     assert run.stderr.count("3 inputs (0 done already) shared by 2 processes") == 1
+    assert run.stderr.count("3 inputs: 3 written, 0 skipped (exist), 0 failed, by 2 processes") == 1
 
     # A crash lost one output: the rerun writes it and leaves the others as they are.
     written = {p: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -178,6 +179,7 @@ def test_torchrun_apply_shares_a_folder_between_processes(clips, tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in written.items() if p != lost)
     assert lost.exists()
     assert run.stderr.count("shared by 2 processes") == 1
+    assert run.stderr.count("3 inputs: 1 written, 2 skipped (exist), 0 failed, by 2 processes") == 1
 
 
 def worker(cfg: AutoencoderTrainConfig) -> None:
