@@ -27,13 +27,18 @@ class IdentityEncoder:
         self._shape5 = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
         self._net = dlib.face_recognition_model_v1(recognition_model_path())
 
-    def chip(self, image: np.ndarray, lm68: np.ndarray) -> np.ndarray:
-        """dlib's aligned 150x150 chip of the face whose 68 points are given."""
+    def landmarks5(self, image: np.ndarray, lm68: np.ndarray):
+        """dlib's 5 points (a full_object_detection) of the face whose 68 points are given:
+        what its chip is cut by."""
         x0, y0 = lm68.min(0)
         x1, y1 = lm68.max(0)
         box = self._dlib.rectangle(int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1)))
+        return self._shape5(np.ascontiguousarray(image), box)
+
+    def chip(self, image: np.ndarray, lm68: np.ndarray) -> np.ndarray:
+        """dlib's aligned 150x150 chip of the face whose 68 points are given."""
         image = np.ascontiguousarray(image)
-        return self._dlib.get_face_chip(image, self._shape5(image, box), 150, 0.25)
+        return self._dlib.get_face_chip(image, self.landmarks5(image, lm68), 150, 0.25)
 
     def __call__(self, images: list[np.ndarray], lm68s: list[np.ndarray]) -> np.ndarray:
         """(N, 128) float32 embeddings of the faces in RGB uint8 images."""

@@ -1,0 +1,87 @@
+"""Losses on decoded faces for the S3Editor transforms: real faces, a small untrained decoder,
+dlib's real identity network."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import celeba_subset
+
+from s3edit.edit.classifier import fit_classifier
+from s3edit.edit.s3 import S3Editor, S3Transform
+from s3edit.face.attributes import AttributeEncoder
+from s3edit.face.identity_torch import DlibFaceNet
+from s3edit.model.autoencoder import DiffusionFaceAutoencoder
+from s3edit.model.codes import ATTRIBUTE_DIM, IDENTITY_DIM
+from s3edit.train.cache import cached_split, load_shards
+from s3edit.train.celeba import celeba_images
+from s3edit.train.decoded_faces import (
+    DecodedFaceJudge,
+    DecodedTrainConfig,
+    finetune_s3,
+    invert_faces,
+)
+
+CLIP_DIM = IDENTITY_DIM + ATTRIBUTE_DIM
+
+
+@pytest.fixture(scope="module")
+def judged(shared_data: Path, tmp_path_factory):
+    """Eight real faces inverted by a small decoder, and the judges."""
+    root = tmp_path_factory.mktemp("decoded")
+    data = celeba_subset(shared_data / "CelebAMask-HQ-128", root / "celeba", count=8)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("S3EDIT_CACHE", str(root / "cache"))
+        split = cached_split(celeba_images(data), holdout=0, progress=False)
+        shards = list(load_shards(split.folder, split.train))
+    torch.manual_seed(0)
+    model = DiffusionFaceAutoencoder(resolution=32, block_out_channels=(8, 16),
+                                     attention_levels=(), fusion_hidden=32, attribute_dim=40)
+    judge = DecodedFaceJudge(model, AttributeEncoder(resolution=32).eval(),
+                             DlibFaceNet.from_dat(), decode_steps=2)
+    return judge, invert_faces(judge, shards, steps=2, refine=0, batch=3)
+
+
+def test_inverted_faces_hold_the_unedited_decodes_judgement(judged):
+    judge, faces = judged
+    n = len(faces)
+    assert n >= 7 and faces.codes.shape == (n, CLIP_DIM)
+    assert faces.noise.shape == (n, 3, 32, 32) and faces.chip_maps.shape == (n, 2, 3)
+    with torch.no_grad():
+        decoded = judge.decode(faces, faces.codes)
+        torch.testing.assert_close(judge.embeddings(decoded, faces.chip_maps), faces.embeddings)
+        torch.testing.assert_close(judge.probabilities(decoded), faces.probabilities)
+    # The chip maps put the faces' centres (the middle of the aligned crop) inside the chip.
+    centre = torch.tensor([16.0, 16.0, 1.0])
+    assert ((faces.chip_maps @ centre - 75).abs() < 40).all()
+
+
+def test_a_loss_on_the_decoded_face_reaches_the_transform(judged):
+    judge, faces = judged
+    codes = faces.codes
+    labels = (torch.rand(len(codes), 40, generator=torch.Generator().manual_seed(0)) > 0.5)
+    editor = S3Editor(S3Transform(dim=CLIP_DIM, hidden=16, clusters=1),
+                      fit_classifier(codes, labels.float(), steps=5))
+    editor.transform.w3.data.normal_(0, 0.1)  # a transform that does something
+    attr = torch.zeros(len(codes), dtype=torch.long)
+    images = judge.decode(faces, editor.edit_batch(codes, attr, torch.full((len(codes),), 0.5)))
+    images.mean().backward()
+    assert editor.transform.w3.grad.abs().sum() > 0
+    assert all(p.grad is None for p in judge.model.parameters()), "the decoder stays frozen"
+
+
+def test_finetuning_moves_the_transform_and_keeps_dropped_groups_at_zero(judged):
+    judge, faces = judged
+    codes = faces.codes
+    labels = (torch.rand(len(codes), 40, generator=torch.Generator().manual_seed(1)) > 0.5)
+    transform = S3Transform(dim=CLIP_DIM, hidden=16, clusters=1)
+    transform.active[0] = False
+    for p, index in transform.sparsity_members():
+        p.data[index == 0] = 0
+    editor = S3Editor(transform, fit_classifier(codes, labels.float(), steps=5))
+    before = {k: v.clone() for k, v in transform.state_dict().items()}
+    finetune_s3(editor, faces, judge, codes, DecodedTrainConfig(steps=2, batch=2),
+                progress=False)
+    assert not torch.equal(transform.w3, before["w3"])
+    for p, index in transform.sparsity_members():
+        assert (p[index == 0] == 0).all()
