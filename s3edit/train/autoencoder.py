@@ -30,6 +30,7 @@ from s3edit.train.cache import FaceShard, cached_split, load_cache
 from s3edit.train.celeba import celeba_images, celeba_labels
 from s3edit.train.checkpoint import load_optimizer, replace_dir, save_optimizer
 from s3edit.train.config import HOLDOUT
+from s3edit.train.pack import is_pack, read_pack
 from s3edit.train.parallel import launched_accelerator, my_share
 
 
@@ -105,15 +106,26 @@ class FaceBatchSource:
             if shard.names else torch.zeros(0, len(ATTRIBUTES))
         if clear_eyeglasses:
             shard_labels = celeba.clear_eyeglasses(shard_labels, shard.crops, shard.mesh)
-        attributes = attribute_code(shard_labels) if attribute_dim else None
-        return cls(crops, clip_code(shard.identity, attributes), landmark_code(shard.lm68),
-                   hull_masks(shard.mesh.float(), resolution), shard_labels)
+        return cls.build(crops, shard.identity, landmark_code(shard.lm68),
+                         hull_masks(shard.mesh.float(), resolution), shard_labels, attribute_dim)
+
+    @classmethod
+    def build(cls, images: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor,
+              masks: torch.Tensor, labels: torch.Tensor, attribute_dim: int = 0
+              ) -> FaceBatchSource:
+        """The source of faces with these codes; the clip code has the labels' attribute
+        code when `attribute_dim` is set."""
+        attributes = attribute_code(labels) if attribute_dim else None
+        return cls(images, clip_code(identity, attributes), landmarks, masks, labels)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return self.images, self.clip_code, self.landmarks, self.masks, self.labels
+
+    def subset(self, index: slice | torch.Tensor) -> FaceBatchSource:
+        return FaceBatchSource(*(t[index] for t in self.tensors()))
 
     def sampling_weights(self, attributes: tuple[str, ...], share: float) -> torch.Tensor:
         """Per-image draw weights that give each attribute's positives at least `share`."""
@@ -244,6 +256,11 @@ def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
 
 def load_face_sources(cfg: AutoencoderTrainConfig, attribute_dim: int = 0
                       ) -> tuple[FaceBatchSource, FaceBatchSource]:
+    """The training and held-out faces of `cfg.data`: a CelebAMask-HQ (or plain) folder,
+    through the preprocessing cache, or a pack of one (`s3edit train pack`)."""
+    if is_pack(cfg.data):
+        train, held = read_pack(cfg.data, cfg.resolution, cfg.clear_eyeglasses, attribute_dim)
+        return (train if cfg.limit is None else train.subset(slice(0, cfg.limit))), held
     paths = celeba_images(Path(cfg.data))
     try:
         labels = celeba_labels(Path(cfg.data))
@@ -259,7 +276,7 @@ def load_face_sources(cfg: AutoencoderTrainConfig, attribute_dim: int = 0
                                        labels, attribute_dim, cfg.clear_eyeglasses)
             if split.held else train)
     if cfg.limit is not None:
-        train = FaceBatchSource(*(t[:cfg.limit] for t in train.tensors()))
+        train = train.subset(slice(0, cfg.limit))
     return train, held
 
 

@@ -19,12 +19,15 @@ S3 = S3TrainConfig  # its field defaults are the s3 options' defaults
 train_app = typer.Typer(help="Train the autoencoder and the attribute editors.")
 
 
-def run_trainer(train: Callable[[], Path], data: Path, verbose: bool) -> None:
-    """Check the data folder, train, print the folder written; an error becomes one line and
-    its exit code."""
+def run_trainer(train: Callable[[], Path], data: Path, verbose: bool,
+                pack_ok: bool = False) -> None:
+    """Check the data folder (or pack, where `pack_ok`), train, print the folder written; an
+    error becomes one line and its exit code."""
+    from s3edit.train.pack import is_pack
+
     try:
-        if not data.is_dir():
-            raise UsageError(f"--data {data}: no such folder")
+        if not (data.is_dir() or (pack_ok and is_pack(data))):
+            raise UsageError(f"--data {data}: no such folder" + (" or pack" if pack_ok else ""))
         typer.echo(train())
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
@@ -42,7 +45,8 @@ class Prediction(str, Enum):
 
 @train_app.command("autoencoder")
 def train_autoencoder_cmd(
-    data: Annotated[Path, typer.Option(help="CelebAMask-HQ-style folder of face images.")],
+    data: Annotated[Path, typer.Option(help="CelebAMask-HQ-style folder of face images, or "
+                                       "a pack of one (`s3edit train pack`).")],
     out: Annotated[Path, typer.Option(help="Run folder: checkpoint, samples, log.")],
     steps: Annotated[int, typer.Option(min=1)] = 100_000,
     resolution: Annotated[int, typer.Option(help="Training resolution (64 on CPU, 128 on "
@@ -111,7 +115,32 @@ def train_autoencoder_cmd(
                                      seed=seed, device=device.value)
         return train_autoencoder(cfg, progress=stderr.is_terminal)
 
-    run_trainer(train, data, verbose)
+    run_trainer(train, data, verbose, pack_ok=True)
+
+
+@train_app.command("pack")
+def train_pack_cmd(
+    data: Annotated[Path, typer.Option(help="CelebAMask-HQ-style folder of face images.")],
+    out: Annotated[Path, typer.Option(help="The pack file to write (.npz).")],
+    resolution: Annotated[int, typer.Option(help="The training resolution.")] = 64,
+    limit: Annotated[int | None, typer.Option(help="Pack the first N images only.")] = None,
+    holdout: Annotated[int, typer.Option(help="Last N images kept out (16 of them travel, "
+                                         "for the sample grids).")] = HOLDOUT,
+    quality: Annotated[int, typer.Option(min=1, max=100, help="WebP quality of the faces.")]
+    = 90,
+    clear_eyeglasses: Annotated[bool, typer.Option("--clear-eyeglasses/--any-eyeglasses")]
+    = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Pack the faces `train autoencoder` would train on into one small file, which
+    `train autoencoder --data PACK` reads without the folder or the face stack (for a lent
+    GPU: see scripts/gpu_train.py)."""
+    from s3edit.train.autoencoder import AutoencoderTrainConfig
+    from s3edit.train.pack import write_pack
+
+    cfg = AutoencoderTrainConfig(data=data, out=out.parent, resolution=resolution, limit=limit,
+                                 holdout=holdout, clear_eyeglasses=clear_eyeglasses)
+    run_trainer(lambda: write_pack(cfg, out, quality), data, verbose)
 
 
 @train_app.command("attribute-encoder")
