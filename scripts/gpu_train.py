@@ -99,8 +99,10 @@ def main() -> None:
     if samples:
         shutil.copy(samples[-1], out / "samples.png")
     step = json.loads((ckpt / "state.json").read_text())["step"]
-    summary = {"start_step": start, "end_step": step, "images_seen": (step - start) *
-               cfg.batch_size, "train_seconds": round(trained, 1),
+    # training_steps: the key committed_step() reads once this is published as --quality.
+    summary = {"start_step": start, "end_step": step, "training_steps": step,
+               "images_seen": (step - start) * cfg.batch_size,
+               "train_seconds": round(trained, 1),
                "script_seconds": round(time.perf_counter() - began, 1),
                "samples": samples[-1].name if samples else None,
                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
