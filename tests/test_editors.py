@@ -4,6 +4,7 @@ codes of real faces with an attribute encoder."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,25 @@ def test_s3_moves_the_target_at_least_as_far_as_the_linear_edit(data, s3):
                 ours = classifier(s3.edit(codes, attr, scale))[:, i]
                 theirs = classifier(linear.edit(codes, attr, scale))[:, i]
                 assert ((ours - theirs) * scale >= -1e-3).all()
+
+
+def test_the_target_move_factor_lengthens_or_shortens_the_linear_edit(data, s3):
+    """f = 1 lands the target logit exactly where the linear edit does; f = 0.5 half as far
+    from the original, f = 2 twice as far."""
+    from s3edit.edit.linear import LinearEditor
+
+    codes, _, classifier = data
+    free = s3.transform.with_free_factor()
+    assert free.config.target_move == "factor"
+    i = classifier.index("Smiling")
+    with torch.no_grad():
+        before = classifier(codes[:50])[:, i]
+        linear = classifier(LinearEditor(classifier).edit(codes[:50], "Smiling", 0.5))[:, i]
+        for f in (1.0, 0.5, 2.0):
+            free.b3[:, -1] = math.log(f)
+            moved = classifier(S3Editor(free, classifier).edit(codes[:50], "Smiling", 0.5))[:, i]
+            torch.testing.assert_close(moved - before, f * (linear - before), atol=2e-3,
+                                       rtol=1e-3)
 
 
 def test_kmeans_is_deterministic_and_finds_the_clusters():

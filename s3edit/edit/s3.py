@@ -10,11 +10,15 @@ each transform's hidden neurons come in groups some of which training switches o
 
 Last, y slides along its meridian towards the target's axis (the great circle through y and
 the unit normal v of the target logit's level sets on the sphere) to where its target logit is
-the linear edit's, moved (1 + b) times as far from the original's, with b >= 0 an extra output
-of T. So T can lengthen the requested change but never take it back: with a plain l2norm it
-could, by rescaling the standardised code, and with a sigmoid score whose reward for moving the
-target saturates, taking back part of the edit is the cheapest way to keep the other
-attributes. T spends its freedom on those, on the identity and on staying where codes lie.
+f times as far from the original's as the linear edit's, f an extra output of T. With
+`target_move="boost"` (what `fit_s3` trains) f = 1 + softplus(raw) >= 1: T can lengthen the
+requested change but never take it back. With a plain l2norm it could, by rescaling the
+standardised code, and with latent classifiers whose sigmoid reward for moving the target
+saturates, taking back part of the edit is the cheapest way to keep the other attributes.
+T spends its freedom on those, on the identity and on staying where codes lie. Measured: the
+raw output ends so negative that f stays within 0.001 of 1 and softplus passes no gradient.
+With `target_move="factor"`, f = exp(raw), starting at 1, may lengthen or shorten the move
+where losses on decoded faces ask for it (`train/decoded_faces.py`).
 
 On a clip code (identity, then attribute values) the slide is split between the two parts by
 the share of the unit normal v in each: the attribute part moves along v's attribute part
@@ -51,17 +55,22 @@ class S3Transform(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, dim: int = IDENTITY_DIM, hidden: int = 128, clusters: int = 5,
-                 group_size: int = 8, attributes: tuple[str, ...] = ATTRIBUTES):
+                 group_size: int = 8, attributes: tuple[str, ...] = ATTRIBUTES,
+                 target_move: str = "boost"):
         super().__init__()
+        if target_move not in ("boost", "factor"):
+            raise ValueError(f"target_move {target_move!r} is not 'boost' or 'factor'")
         k, cond = clusters, 2 * dim + 1
         self.w1 = nn.Parameter(torch.randn(k, cond, hidden) / math.sqrt(cond))
         self.b1 = nn.Parameter(torch.zeros(k, hidden))
         self.w2 = nn.Parameter(torch.randn(k, hidden, hidden) / math.sqrt(hidden))
         self.b2 = nn.Parameter(torch.zeros(k, hidden))
-        # Zero output layer: an untrained transform is nearly the linear edit (g = 0, and the
-        # boost b = softplus(-4) = 0.02 small but not where its gradient vanishes).
+        # Zero output layer: an untrained transform is nearly the linear edit (g = 0, and
+        # f = 1 + softplus(-4) = 1.02, the boost small but not where its gradient vanishes;
+        # or f = exp(0) = 1).
+        raw = -4.0 if target_move == "boost" else 0.0
         self.w3 = nn.Parameter(torch.zeros(k, hidden, dim + 1))
-        self.b3 = nn.Parameter(torch.cat([torch.zeros(k, dim), torch.full((k, 1), -4.0)], 1))
+        self.b3 = nn.Parameter(torch.cat([torch.zeros(k, dim), torch.full((k, 1), raw)], 1))
         self.register_buffer("cluster_of", torch.zeros(len(attributes), dtype=torch.long))
         self.register_buffer("centroids", torch.zeros(k, dim))
         self.register_buffer("active", torch.ones(2 * k * (hidden // group_size), dtype=torch.bool))
@@ -80,8 +89,8 @@ class S3Transform(ModelMixin, ConfigMixin):
 
     def forward(self, u: torch.Tensor, direction: torch.Tensor, gamma: torch.Tensor,
                 cluster: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Residual g (N, d) and boost b >= 0 (N,) for linearly edited codes u (N, d), unit
-        directions (N, d), strengths (N,) and the transform of each row (N,)."""
+        """Residual g (N, d) and the target move's factor f > 0 (N,) for linearly edited codes
+        u (N, d), unit directions (N, d), strengths (N,) and the transform of each row (N,)."""
         x = torch.cat([u, direction, gamma[:, None]], dim=1)
         out = u.new_empty(len(u), u.shape[1] + 1)
         for k in cluster.unique().tolist():
@@ -89,7 +98,20 @@ class S3Transform(ModelMixin, ConfigMixin):
             h = F.silu(x[rows] @ self.w1[k] + self.b1[k])
             h = F.silu(h @ self.w2[k] + self.b2[k])
             out = out.index_put((rows,), h @ self.w3[k] + self.b3[k])
-        return out[:, :-1], F.softplus(out[:, -1])
+        raw = out[:, -1]
+        factor = 1 + F.softplus(raw) if self.config.target_move == "boost" else raw.exp()
+        return out[:, :-1], factor
+
+    def with_free_factor(self) -> S3Transform:
+        """A copy whose target move is f = exp(raw), set to f = 1 (a boost transform's f is
+        within 0.001 of it), for fine-tuning that may lengthen or shorten edits."""
+        settings = {k: v for k, v in self.config.items() if not k.startswith("_")}
+        copy = S3Transform(**{**settings, "target_move": "factor"})
+        copy.load_state_dict(self.state_dict())
+        with torch.no_grad():
+            copy.w3[..., -1] = 0
+            copy.b3[:, -1] = 0
+        return copy.eval()
 
 
 class S3Editor(BatchEditor):
@@ -108,13 +130,13 @@ class S3Editor(BatchEditor):
         weight = c.linear.weight[attr]
         direction = F.normalize(weight, dim=-1)
         u = c.normalize(z) + gamma[:, None] * math.sqrt(z.shape[-1]) * direction
-        g, boost = self.transform(u, direction, gamma, self.transform.cluster_of[attr])
+        g, factor = self.transform(u, direction, gamma, self.transform.cluster_of[attr])
         y = renormalise_clip_code(c.denormalize(u + g))
         # The target logit is an affine function of v . z.
         v = F.normalize(weight / c.std, dim=-1)
         k0 = (v * z).sum(-1)
         k_linear = (v * renormalise_clip_code(c.denormalize(u))).sum(-1)
-        k = k_linear + boost * (k_linear - k0)
+        k = k0 + factor * (k_linear - k0)
         return slide(y, v, k)
 
 

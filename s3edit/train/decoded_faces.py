@@ -132,9 +132,13 @@ def finetune_s3(editor: S3Editor, faces: InvertedFaces, judge: DecodedFaceJudge,
     decode's (L_id), the other attributes' probability changes minus gamma times the
     target's (L_faith, the attribute encoder's probabilities), and the code's Mahalanobis
     growth under the Gaussian of `codes` (L_gen, as in `fit_s3`). Deactivated groups of the
-    sparsity mask stay zero.
+    sparsity mask stay zero. The factor on the target's move is freed first (a transform
+    trained by `fit_s3` becomes `with_free_factor()`), so the decoded faces decide whether an
+    attribute's edit should be longer or shorter.
     """
     cfg = cfg or DecodedTrainConfig()
+    if editor.transform.config.target_move == "boost":
+        editor.transform = editor.transform.with_free_factor()
     model, classifier = editor.transform, editor.classifier
     gen = torch.Generator().manual_seed(cfg.seed)
     mean, precision = fit_gaussian(classifier.normalize(codes))

@@ -360,8 +360,8 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
     T on the pseudo-edit T(x + gamma*sqrt(d)*a) with
     lambda_id * L_id + lambda_faith * L_faith + lambda_gen * L_gen (editor_losses.py).
     With self_training=False gamma is always 0: T only learns to reproduce real codes under
-    the same losses (its boost, which scales the target's move, gets no gradient and stays
-    at its initial 2%), and edits are the linear step followed by that T, which never saw an
+    the same losses (its factor on the target's move gets no gradient and stays at its
+    initial 1.02), and edits are the linear step followed by that T, which never saw an
     edited code - the ablation without pseudo-edited pairs.
     Default lambdas (id 100, faith 1, gen 1): L_faith sums probability changes over 39
     attributes (about 6 for a linear edit at scale 0.5) while L_id = 1 - cos is about 0.02
