@@ -79,9 +79,11 @@ def test_finetuning_moves_the_transform_and_keeps_dropped_groups_at_zero(judged)
     for p, index in transform.sparsity_members():
         p.data[index == 0] = 0
     editor = S3Editor(transform, fit_classifier(codes, labels.float(), steps=5))
-    before = {k: v.clone() for k, v in transform.state_dict().items()}
     finetune_s3(editor, faces, judge, codes, DecodedTrainConfig(steps=2, batch=2),
                 progress=False)
-    assert not torch.equal(transform.w3, before["w3"])
-    for p, index in transform.sparsity_members():
+    tuned = editor.transform
+    assert tuned.config.target_move == "factor", "fine-tuning frees the target move's factor"
+    assert not torch.equal(tuned.w3[..., :-1], transform.w3[..., :-1])
+    assert tuned.b3[:, -1].abs().max() > 0, "the factor left 1"
+    for p, index in tuned.sparsity_members():
         assert (p[index == 0] == 0).all()
