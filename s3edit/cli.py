@@ -66,7 +66,7 @@ DEFAULTS = EditOptions("Eyeglasses")  # apply's defaults are the library's
 DEFAULT_BLEND = Blend(DEFAULTS.blend)
 DEFAULT_EDITOR_CHOICE = EditorName(DEFAULT_EDITOR)
 DEFAULT_LANDMARKS = Landmarks(DEFAULTS.landmarks)
-DEFAULT_MASK = Mask(DEFAULTS.mask)
+DEFAULT_MASK = Mask(MASKS[0])  # "auto": EditOptions resolves it for the attribute
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
@@ -155,9 +155,10 @@ def apply(
                          "FAN fitted to the face mediapipe found (optional package and "
                          "weights: README, Optional face backends).")] = DEFAULT_LANDMARKS,
     mask: Annotated[Mask, typer.Option(help="The paste mask: mesh (the face oval, and a hair "
-                    "guess for hair attributes) or bisenet (facexlib's face parsing: the "
+                    "guess for hair attributes), bisenet (facexlib's face parsing: the "
                     "parsed face, and the real hair for hair attributes; optional package and "
-                    "weights).")] = DEFAULT_MASK,
+                    "weights), or auto: mesh, but bisenet for hair attributes when its package "
+                    "and weights are there.")] = DEFAULT_MASK,
     device: Annotated[Device, typer.Option(help="Where the model (and FAN, BiSeNet) runs.")]
     = Device.auto,
     precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)]

@@ -28,9 +28,11 @@ EDITORS = ("linear", "lt", "s3")
 BLENDS = ("residual", "residual-decoded", "plain")
 # Where the 68 landmarks and the paste mask come from: mediapipe's mesh, whose weights ship in
 # its wheel, or the optional backends, face-alignment's FAN and facexlib's BiSeNet parsing
-# (s3edit/face/backends.py), whose weights the user supplies.
+# (s3edit/face/backends.py), whose weights the user supplies. The mask "auto" is the mesh's,
+# but BiSeNet's for hair attributes when its package and weights are there: the parsed hair is
+# the real hair region, and the mask the reference paste-back uses.
 LANDMARKS = ("mediapipe", "fan")
-MASKS = ("mesh", "bisenet")
+MASKS = ("auto", "mesh", "bisenet")
 # What `s3edit apply` encodes with unless told otherwise (visually lossless H.264).
 DEFAULT_CRF = 18
 DEFAULT_ENCODER = "libx264"
@@ -74,6 +76,7 @@ class EditOptions:
 
     def __post_init__(self) -> None:
         from s3edit.edit.attributes import resolve_attribute
+        from s3edit.face.mask import hair_attribute
 
         self.attr = resolve_attribute(self.attr)
         if self.blend not in BLENDS:
@@ -83,5 +86,13 @@ class EditOptions:
                              f"{', '.join(LANDMARKS)}")
         if self.mask not in MASKS:
             raise UsageError(f"unknown mask {self.mask!r}: choose from {', '.join(MASKS)}")
+        if self.mask == "auto":
+            self.mask = "bisenet" if hair_attribute(self.attr) and _bisenet_present() else "mesh"
         if self.keyframe_every < 1:
             raise UsageError(f"keyframe_every must be at least 1, got {self.keyframe_every}")
+
+
+def _bisenet_present() -> bool:
+    from s3edit.face.backends import bisenet_present  # imports torch: only for hair edits
+
+    return bisenet_present()

@@ -346,6 +346,18 @@ def test_missing_fan_weights_fail_in_one_line(run_s3edit, fake_input: Path, tmp_
     assert not (home / "hub" / "checkpoints" / name).exists()  # nothing was downloaded
 
 
+def test_the_auto_mask_is_bisenet_for_hair_edits_when_its_weights_are_there(
+        random_bisenet: Path, tmp_path: Path, monkeypatch):
+    from s3edit.options import EditOptions
+
+    monkeypatch.setenv(FACEXLIB_WEIGHTS_ENV, str(random_bisenet))
+    assert EditOptions("blond_hair", 0.6).mask == "bisenet"
+    assert EditOptions("eyeglasses", 0.6).mask == "mesh", "the face oval for the others"
+    assert EditOptions("blond_hair", 0.6, mask="mesh").mask == "mesh", "as asked"
+    monkeypatch.setenv(FACEXLIB_WEIGHTS_ENV, str(tmp_path / "no_weights"))
+    assert EditOptions("blond_hair", 0.6).mask == "mesh", "without weights, no error"
+
+
 @needs_facexlib
 def test_missing_bisenet_weights_fail_in_one_line(run_s3edit, fake_input: Path, tmp_path: Path,
                                                   monkeypatch):

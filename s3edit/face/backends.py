@@ -74,6 +74,15 @@ def bisenet_weights() -> Path:
     return path
 
 
+def bisenet_present() -> bool:
+    """Whether `--mask bisenet` would load: facexlib installed and its weights in place."""
+    try:
+        bisenet_weights()
+    except S3EditError:
+        return False
+    return True
+
+
 def check_backends(landmarks: str, mask: str) -> None:
     """Fail in one line, before any work, when a chosen backend's package or weights are
     missing ('mediapipe' and 'mesh' need nothing)."""
