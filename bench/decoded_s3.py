@@ -64,13 +64,19 @@ def first(shards, count: int) -> list[FaceShard]:
 
 
 @torch.no_grad()
-def measure(editor, faces, judge: DecodedFaceJudge, classifier, scale: float) -> dict:
-    rows = {}
-    full = copy.copy(judge)
-    full.decode_steps = 10  # as apply decodes
+def unedited(faces, full: DecodedFaceJudge, classifier) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluation classifier's probabilities and the dlib descriptors of the faces'
+    unedited decodes: what every edit is measured against."""
     before = full.decode(faces, faces.codes)
-    p0 = torch.from_numpy(classifier.probabilities(to_uint8(before)))
-    e0 = full.embeddings(before, faces.chip_maps)
+    return (torch.from_numpy(classifier.probabilities(to_uint8(before))),
+            full.embeddings(before, faces.chip_maps))
+
+
+@torch.no_grad()
+def measure(editor, faces, full: DecodedFaceJudge, classifier, scale: float,
+            reference: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    rows = {}
+    p0, e0 = reference
     for attr in ATTRS:
         edited = full.decode(faces, editor.edit(faces.codes, attr, scale))
         p1 = torch.from_numpy(classifier.probabilities(to_uint8(edited)))
@@ -129,7 +135,10 @@ def main() -> None:
 
     classifier = load_image_classifier(w / "image_classifier")
     editors = {"linear": load_editor(w, "linear"), "s3": shipped, "s3 decoded": tuned}
-    results = {name: {scale: measure(editor, held, judge, classifier, scale)
+    full = copy.copy(judge)
+    full.decode_steps = 10  # as apply decodes
+    reference = unedited(held, full, classifier)
+    results = {name: {scale: measure(editor, held, full, classifier, scale, reference)
                       for scale in args.scale} for name, editor in editors.items()}
     (args.out / "results.json").write_text(json.dumps(
         {"settings": {**vars(args), "out": str(args.out), "weights": str(w),

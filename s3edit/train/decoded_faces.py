@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from s3edit.edit.s3 import S3Editor
+from s3edit.edit.sparsity import GroupSparseOptimizer
 from s3edit.face.attributes import AttributeEncoder
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.identity_torch import DlibFaceNet, chip_matrix, warp_to_chip
@@ -143,8 +144,10 @@ def finetune_s3(editor: S3Editor, faces: InvertedFaces, judge: DecodedFaceJudge,
     gen = torch.Generator().manual_seed(cfg.seed)
     mean, precision = fit_gaussian(classifier.normalize(codes))
     seen = torch.arange(len(classifier.config.attributes))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    members = model.sparsity_members()
+    # Sparsity target 0: the wrapper only keeps the groups fit_s3 dropped at zero.
+    optimizer = GroupSparseOptimizer(torch.optim.Adam(model.parameters(), lr=cfg.lr),
+                                     model.sparsity_members(), model.active, 0.0, start=0,
+                                     stop=1)
     model.train()
     with training_bar(enabled=progress) as bar:
         task = bar.add_task("fine-tuning on decoded faces", total=cfg.steps)
@@ -165,10 +168,6 @@ def finetune_s3(editor: S3Editor, faces: InvertedFaces, judge: DecodedFaceJudge,
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            with torch.no_grad():
-                factor = model.active.float()
-                for p, index in members:
-                    p.mul_(factor[index].to(p.dtype))
             bar.update(task, advance=1)
     model.eval()
     return editor
