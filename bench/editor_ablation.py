@@ -47,6 +47,7 @@ from s3edit.edit.s3 import S3Editor, S3Transform
 from s3edit.metrics.evaluate import evaluate_pair
 from s3edit.model.face_model import FaceModel
 from s3edit.options import (
+    DEFAULT_ETA,
     DEFAULT_GUIDANCE,
     DEFAULT_KEYFRAME_EVERY,
     DEFAULT_PRECISION,
@@ -69,7 +70,7 @@ class InvertOnce:
 
     def __init__(self, model: FaceModel):
         self.model, self.resolution = model, model.resolution
-        self.attributes = model.attributes
+        self.attributes, self.exact_inverse = model.attributes, model.exact_inverse
         self.cache: dict[str, torch.Tensor] = {}
 
     def _memo(self, fn, *tensors: torch.Tensor) -> torch.Tensor:
@@ -131,7 +132,14 @@ def _groups(rows: list[dict], by: tuple[str, ...]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def spread(values: list[float], signed: bool = False) -> str:
+    """Mean ± standard deviation over clips (the sample's, n - 1); the mean alone for one."""
+    mean = f"{np.mean(values):+.3f}" if signed else f"{np.mean(values):.3f}"
+    return mean if len(values) < 2 else f"{mean} ± {np.std(values, ddof=1):.3f}"
+
+
 def table(rows: list[dict], by: tuple[str, ...]) -> str:
+    """Each group's metrics as mean ± sd over its rows (clips)."""
     groups = _groups(rows, by)
     head = [*by, "n", *METRICS, "edit s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -139,37 +147,49 @@ def table(rows: list[dict], by: tuple[str, ...]) -> str:
         cells = [*map(str, key), str(len(group))]
         for metric in (*METRICS, "edit_seconds"):
             values = [r[metric] for r in group if r.get(metric) is not None]
-            cells.append(f"{np.mean(values):+.3f}" if metric == "target_change"
-                         else f"{np.mean(values):.3f}" if values else "-")
+            cells.append(spread(values, metric == "target_change") if values else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def at_equal_target(rows: list[dict], reference: str) -> str:
-    """Per attribute, each editor's metrics at the target changes `reference` reaches,
-    interpolated between the editor's scales (means over clips); '-' where that target change
-    lies outside the range an editor's scales cover."""
-    curves: dict[tuple[str, str], list[tuple[float, dict]]] = {}
-    for (attr, editor, _), group in _groups(rows, ("attr", "editor", "scale")).items():
-        means = {m: float(np.mean([r[m] for r in group])) for m in COMPARED}
-        curves.setdefault((attr, editor), []).append((means["target_change"], means))
+    """Per attribute and scale of `reference`: every editor's metrics on each clip,
+    interpolated between that editor's scales on the clip at the target change `reference`
+    reaches there, then mean ± sd over the clips, and each metric's paired difference from
+    `reference` (mean ± sd over the same clips). A clip counts for an editor only where the
+    reference's target change lies inside the range its scales cover on that clip."""
+    curves: dict[tuple[str, str, str], list[tuple[float, dict]]] = {}
+    for row in rows:
+        curves.setdefault((row["attr"], row["clip"], row["editor"]), []).append(
+            (row["target_change"], row))
     for points in curves.values():
         points.sort(key=lambda p: p[0])
     editors = list(dict.fromkeys(r["editor"] for r in rows))
     metrics = [m for m in COMPARED if m != "target_change"]
-    lines = ["| attr | target change | editor | " + " | ".join(metrics) + " |",
-             "|" + "---|" * (len(metrics) + 3)]
-    for attr in sorted({r["attr"] for r in rows}):
-        for target, _ in curves.get((attr, reference), []):
-            for editor in editors:
-                points = curves.get((attr, editor), [])
+    lines = ["| attr | scale | target change | editor | clips | " + " | ".join(
+        f"{m} (- {reference})" for m in metrics) + " |", "|" + "---|" * (len(metrics) + 5)]
+    for (attr, scale), group in sorted(_groups([r for r in rows if r["editor"] == reference],
+                                               ("attr", "scale")).items()):
+        targets = [r["target_change"] for r in group]
+        for editor in editors:
+            values: dict[str, list[float]] = {m: [] for m in metrics}
+            differences: dict[str, list[float]] = {m: [] for m in metrics}
+            for ref in group:
+                points = curves.get((attr, ref["clip"], editor), [])
                 xs = [x for x, _ in points]
-                if xs and xs[0] - 1e-9 <= target <= xs[-1] + 1e-9:
-                    cells = [f"{np.interp(target, xs, [m[k] for _, m in points]):.3f}"
-                             for k in metrics]
-                else:
-                    cells = ["-"] * len(metrics)
-                lines.append(f"| {attr} | {target:+.3f} | {editor} | " + " | ".join(cells) + " |")
+                if not xs or not xs[0] - 1e-9 <= ref["target_change"] <= xs[-1] + 1e-9:
+                    continue
+                for m in metrics:
+                    value = float(np.interp(ref["target_change"], xs, [r[m] for _, r in points]))
+                    values[m].append(value)
+                    differences[m].append(value - ref[m])
+            n = len(values[metrics[0]])
+            cells = ["-"] * len(metrics) if not n else [
+                spread(values[m]) + ("" if editor == reference
+                                     else f" ({spread(differences[m], signed=True)})")
+                for m in metrics]
+            lines.append(f"| {attr} | {scale:g} | {spread(targets, signed=True)} | {editor} | "
+                         f"{n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -189,6 +209,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--refine", type=int, default=3)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--eta", type=float, default=DEFAULT_ETA,
+                   help="stochastic decoding (apply's --eta)")
+    p.add_argument("--seed", type=int, default=0, help="its noise's seed (apply's --seed)")
     p.add_argument("--keyframe-every", type=int, default=DEFAULT_KEYFRAME_EVERY,
                    help="apply's --keyframe-every (1: the model on every frame)")
     p.add_argument("--precision", default=DEFAULT_PRECISION, help="apply's --precision")
@@ -204,8 +227,8 @@ def main() -> None:
 
     editors = [load_editor_spec(s, args.weights) for s in args.editors or ["linear", "lt", "s3"]]
     pipeline = Pipeline.from_weights(args.weights, editor="linear", steps=args.steps,
-                                     refine=args.refine, guidance=args.guidance, device="cpu",
-                                     precision=args.precision)
+                                     refine=args.refine, guidance=args.guidance, eta=args.eta,
+                                     seed=args.seed, device="cpu", precision=args.precision)
     shared_model = pipeline.model
     if not args.expressions:
         pipeline.expressions = None
@@ -244,10 +267,11 @@ def main() -> None:
                 print(f"{clip_name} {attr} {label}: " + ", ".join(
                     f"{k} {row[k]}" for k in (*METRICS, "edit_seconds")), flush=True)
     print(f"\nfirst {args.frames} frames, {args.steps} steps, refine "
-          f"{args.refine}, keyframes every {args.keyframe_every}, measured every {args.every} "
-          "frames; edit s = decoding the edit, pasting back and encoding, and for the first "
-          "edit of a clip its inversion (cached for the others); tracking, done once per "
-          f"clip, took {np.mean([r['shared_seconds'] for r in rows]):.1f} s a clip on average\n")
+          f"{args.refine}, eta {args.eta}, keyframes every {args.keyframe_every}, measured "
+          f"every {args.every} frames; edit s = decoding the edit, pasting back and "
+          "encoding, and for the first edit of a clip its inversion (cached for the "
+          f"others); tracking, done once per clip, took "
+          f"{np.mean([r['shared_seconds'] for r in rows]):.1f} s a clip on average\n")
     print(table(rows, ("editor", "scale")))
     print()
     print(table(rows, ("attr", "editor", "scale")))

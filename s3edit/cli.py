@@ -25,6 +25,7 @@ from s3edit.errors import S3EditError, UsageError
 from s3edit.options import (
     BLENDS,
     DEFAULT_EDITOR,
+    DEFAULT_ETA,
     DEFAULT_GUIDANCE,
     DEFAULT_PRECISION,
     DEFAULT_REFINE,
@@ -53,6 +54,13 @@ REFINE_HELP = ("Fixed-point iterations per inversion step: each costs one networ
 GUIDANCE_HELP = ("Edit guidance: each decoding step moves this many times as far as the edited "
                  "code asks from where the unedited code goes (1: none; above 1 costs a second "
                  "network pass a step).")
+
+ETA_HELP = ("Fresh noise in each decoding step (DDIM's eta: 0 deterministic, 1 DDPM), the "
+            "same draws for every frame and for the unedited reconstruction the edit is "
+            "measured against: the decoder then draws an edit's fine structure, such as "
+            "spectacle frames, instead of its average shading. Above 0 costs one more "
+            "decode a keyframe.")
+SEED_HELP = "Seed of the decoding noise (--eta): another seed draws, say, other frames."
 
 PRECISION_HELP = ("The UNet's arithmetic: auto is bf16 where the hardware has it (1.5x faster "
                   "on a CPU with AVX512-BF16 or AMX, within 2% of fp32), fp32 the full "
@@ -136,6 +144,7 @@ def apply(
     refine: Annotated[int, typer.Option(min=0, max=20, help=REFINE_HELP)] = DEFAULT_REFINE,
     guidance: Annotated[float, typer.Option(min=0, max=20, help=GUIDANCE_HELP)]
     = DEFAULT_GUIDANCE,
+    eta: Annotated[float, typer.Option(min=0, max=1, help=ETA_HELP)] = DEFAULT_ETA,
     blend: Annotated[Blend, typer.Option(help="residual: add the edit's change (edit minus "
                      "the input crop) onto the original face, keeping its detail; "
                      "residual-decoded: the change from the decoded reconstruction instead "
@@ -163,7 +172,7 @@ def apply(
     = Device.auto,
     precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)]
     = DEFAULT_PRECISION_CHOICE,
-    seed: Annotated[int, typer.Option(help="Random seed (DDIM itself is deterministic).")] = 0,
+    seed: Annotated[int, typer.Option(help=SEED_HELP)] = 0,
     weights: Annotated[Path | None, typer.Option(help="Weights folder (default: the bundled "
                                                  "weights/, or $S3EDIT_WEIGHTS).")] = None,
     no_model: Annotated[bool, typer.Option("--no-model", help="Skip the autoencoder: track, "
@@ -228,7 +237,8 @@ def apply(
 
     if runnable:
         load = {"editor": editor.value, "steps": steps, "refine": refine, "guidance": guidance,
-                "device": device.value, "precision": precision.value, "no_model": no_model}
+                "eta": eta, "seed": seed, "device": device.value,
+                "precision": precision.value, "no_model": no_model}
         codes += run_jobs(runnable, options, weights, load, seed, as_json, quiet, verbose)
     failed = [c for c in codes if c]
     if launched_process()[1] > 1 and not dry_run:
@@ -331,6 +341,8 @@ def preview(
     refine: Annotated[int, typer.Option(min=0, max=20, help=REFINE_HELP)] = DEFAULT_REFINE,
     guidance: Annotated[float, typer.Option(min=0, max=20, help=GUIDANCE_HELP)]
     = DEFAULT_GUIDANCE,
+    eta: Annotated[float, typer.Option(min=0, max=1, help=ETA_HELP)] = DEFAULT_ETA,
+    seed: Annotated[int, typer.Option(help=SEED_HELP)] = 0,
     device: Annotated[Device, typer.Option()] = Device.auto,
     precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)]
     = DEFAULT_PRECISION_CHOICE,
@@ -355,8 +367,9 @@ def preview(
         if not output.parent.is_dir():
             raise S3EditError(f"output folder {output.parent} does not exist")
         pipeline = Pipeline.from_weights(weights, editor=editor.value, steps=steps,
-                                         refine=refine, guidance=guidance, device=device.value,
-                                         precision=precision.value, no_model=no_model)
+                                         refine=refine, guidance=guidance, eta=eta, seed=seed,
+                                         device=device.value, precision=precision.value,
+                                         no_model=no_model)
         render_preview(input_path, frame, attr, scale, pipeline, output)
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None

@@ -14,6 +14,10 @@ from s3edit.errors import UsageError
 DEFAULT_STEPS = 10
 DEFAULT_REFINE = 3
 DEFAULT_GUIDANCE = 1.0  # edit guidance off: one network pass a decoding step
+# Stochastic decoding (DDIM's eta, see DiffusionFaceAutoencoder.sample): fresh noise in each
+# decoding step lets the decoder draw an edit's fine structure (spectacle frames) rather than
+# its mean (dark shading over the eyes); 0 decodes deterministically.
+DEFAULT_ETA = 0.0
 # The UNet's arithmetic: "auto" is bf16 where the hardware has it (see
 # s3edit.model.face_model.uses_bf16), "fp32" the full computation.
 PRECISIONS = ("auto", "bf16", "fp32")

@@ -44,6 +44,7 @@ from s3edit.model.face_model import FaceModel, load_face_model
 from s3edit.model.inputs import ModelInput, model_input, to_model_range, to_uint8
 from s3edit.options import (
     DEFAULT_EDITOR,
+    DEFAULT_ETA,
     DEFAULT_GUIDANCE,
     DEFAULT_PRECISION,
     DEFAULT_REFINE,
@@ -152,14 +153,15 @@ class Pipeline:
     def from_weights(cls, folder: str | os.PathLike[str] | None = None, *,
                      editor: str = DEFAULT_EDITOR, steps: int = DEFAULT_STEPS,
                      refine: int = DEFAULT_REFINE, guidance: float = DEFAULT_GUIDANCE,
-                     device: str = "auto", precision: str = DEFAULT_PRECISION,
-                     no_model: bool = False, progress: ProgressHook = no_progress) -> Pipeline:
+                     eta: float = DEFAULT_ETA, seed: int = 0, device: str = "auto",
+                     precision: str = DEFAULT_PRECISION, no_model: bool = False,
+                     progress: ProgressHook = no_progress) -> Pipeline:
         """Load a weights folder (default: the bundled weights/, or $S3EDIT_WEIGHTS).
 
         `editor` moves the clip code (linear, lt or s3); `steps` and `refine` set DDIM
-        inversion and decoding, `guidance` the edit guidance, `precision` the UNet's
-        arithmetic (auto, bf16, fp32); `no_model` skips the autoencoder (tracking, alignment
-        and paste-back only).
+        inversion and decoding, `guidance` the edit guidance, `eta` and `seed` the fresh
+        noise of stochastic decoding, `precision` the UNet's arithmetic (auto, bf16, fp32);
+        `no_model` skips the autoencoder (tracking, alignment and paste-back only).
         """
         from s3edit.weights import default_weights_dir, resolve_device
 
@@ -169,7 +171,8 @@ class Pipeline:
         if not path.is_dir():
             raise S3EditError(f"weights folder {path} does not exist")
         model = load_face_model(path, steps=steps, refine=refine, guidance=guidance,
-                                device=device, no_model=no_model, precision=precision)
+                                device=device, no_model=no_model, precision=precision,
+                                eta=eta, seed=seed)
         return cls(model, load_editor(path, editor), load_expressions(path), progress,
                    device=resolve_device(device))
 
@@ -217,12 +220,29 @@ class Pipeline:
 
     def decode_face(self, code: torch.Tensor, inputs: ModelInput, latents: torch.Tensor,
                     attr: str, scale: float) -> np.ndarray:
-        """`invert_face`'s face decoded under an edit, (R, R, 3) uint8; scale 0 reconstructs."""
+        """`invert_face`'s face as the edit leaves it, (R, R, 3) uint8: the crop plus what
+        the edit changes (scale 0: the reconstruction)."""
         edit = edit_codes(self.editor, self.expressions, code, attr, scale)
-        landmarks = inputs.landmarks
-        reference = (code, landmarks) if edit.changes(code) else None
-        return to_uint8(self.model.decode(latents, edit.identity, edit.landmarks(landmarks),
-                                          reference=reference))[0]
+        edited, base = self.decode_change(latents, code, inputs.landmarks, edit,
+                                          inputs.crops, decoded_base=False)
+        change = edited[0].astype(np.float32) - base[0]
+        return np.clip(inputs.crops[0] + change, 0, 255).round().astype(np.uint8)
+
+    def decode_change(self, latents: torch.Tensor, clip_code: torch.Tensor,
+                      landmarks: torch.Tensor, edit: CodeEdit, crops: np.ndarray,
+                      decoded_base: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The edited decode and what it is measured against, both uint8 (N, R, R, 3): the
+        edit's change is their difference. The base is the input crops, since inversion and
+        decoding are exact reverses (about 40 dB) and that saves the network passes of a
+        decoded reconstruction, unless `decoded_base` asks for one or the model decodes
+        with fresh noise (which the reconstruction then shares)."""
+        with self.timer("model decode (edit)"):
+            edited = to_uint8(self.model.decode(latents, edit.identity, edit.landmarks(landmarks),
+                                                reference=(clip_code, landmarks)))
+        if not (decoded_base or not self.model.exact_inverse):
+            return edited, crops
+        with self.timer("model decode (recon)"):
+            return edited, to_uint8(self.model.decode(latents, clip_code, landmarks))
 
     def run(self, video: VideoInfo | str | os.PathLike[str], output: str | os.PathLike[str],
             options: EditOptions) -> EditResult:
@@ -364,16 +384,9 @@ class Pipeline:
         x0, landmarks = batch.inputs.images[keys], batch.inputs.landmarks[keys]
         with self.timer("model encode (invert)"):
             latents = self.model.encode(x0, clip.clip_code, landmarks)
-        with self.timer("model decode (edit)"):
-            edited = to_uint8(self.model.decode(latents, edit.identity, edit.landmarks(landmarks),
-                                                reference=(clip.clip_code, landmarks)))
-        if options.blend == "residual-decoded":
-            with self.timer("model decode (recon)"):
-                base = to_uint8(self.model.decode(latents, clip.clip_code, landmarks))
-        else:
-            # Inversion and decoding are exact reverses (about 40 dB), so the input crop
-            # stands in for the decoded reconstruction and saves its network passes.
-            base = batch.inputs.crops[keys]
+        edited, base = self.decode_change(latents, clip.clip_code, landmarks, edit,
+                                          batch.inputs.crops[keys],
+                                          options.blend == "residual-decoded")
         batch.delta[keys] = edited.astype(np.float32) - base
 
     def interpolate(self, batch: Batch, last_key: tuple[int, np.ndarray] | None

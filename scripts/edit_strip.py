@@ -34,10 +34,11 @@ def frame_at(video: Path, index: int) -> np.ndarray:
 
 
 def face_cell(frame: np.ndarray, square: np.ndarray) -> np.ndarray:
-    """The frame around the face: the alignment square grown by half, at CELL px."""
+    """The frame around the face: the alignment square grown by half, at CELL px, black
+    beyond the frame's edge (a mirrored fill looks like part of the picture)."""
     grown = np.array(square, np.float64)
     grown[1:] *= 1.5  # rows: centre, x half-axis, y half-axis (vectors)
-    return align_crop(frame, grown, CELL)
+    return align_crop(frame, grown, CELL, border=cv2.BORDER_CONSTANT)
 
 
 def main() -> None:

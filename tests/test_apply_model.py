@@ -102,3 +102,27 @@ def test_smiling_moves_the_landmarks_and_the_face_smiles(run_s3edit, short_clip,
     result = evaluate_pair(short_clip, out, "Smiling", every=4)
     assert result["target_change"] > 0.1
     assert result["identity"] > 0.9
+
+
+def test_stochastic_decoding_changes_only_what_the_edit_changes(run_s3edit, short_clip,
+                                                                tmp_path):
+    """With --eta the edit is measured against a reconstruction decoded with the same noise:
+    the reconstruction panel is the input face, the edit changes it, the same seed repeats
+    the edit and another seed draws another one."""
+    def panels(seed: int, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = tmp_path / f"{name}.png"
+        proc = run_s3edit("preview", short_clip, "--frame", "5", "--attr", "eyeglasses",
+                          "--scale", "0.6", "--eta", "1", "--seed", str(seed), "--device",
+                          "cpu", "-o", out, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        strip = cv2.imread(str(out)).astype(float)
+        return strip[40:, :256], strip[40:, 256:512], strip[40:, 512:768]
+
+    original, recon, edit = panels(0, "seed 0")
+    assert np.abs(recon - original).mean() < 20  # the 64 px crop (landmark dots aside)
+    assert np.abs(edit - recon).mean() > 1
+    np.testing.assert_array_equal(panels(0, "seed 0 again")[2], edit)
+    _, other_recon, other_edit = panels(1, "seed 1")
+    # The reconstruction is the input crop whatever the draws: only the edit moves.
+    np.testing.assert_array_equal(other_recon, recon)
+    assert np.abs(other_edit - edit).mean() > 0.2

@@ -419,7 +419,8 @@ def test_help_lists_guidance_and_the_training_options(s3edit_env: dict[str, str]
         return proc.stdout
 
     for command in ("apply", "preview"):
-        assert "--guidance" in help_of(command)
+        text = help_of(command)
+        assert all(option in text for option in ("--guidance", "--eta", "--seed")), command
     text = help_of("train", "autoencoder")
     for option in ("--attributes", "--no-attributes", "--oversample", "--oversample-share",
                    "--bf16", "--fp32", "--max-minutes", "--clear-eyeglasses", "--any-eyeglasses"):

@@ -369,3 +369,35 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
         assert uses_bf16("auto", cpu) == supported
     with pytest.raises(UsageError, match="precision"):
         uses_bf16("fp16", cpu)
+
+
+def test_stochastic_decoding_repeats_with_its_noise():
+    model = tiny_model()
+    model.set_code_statistics(*codes(64))
+    identity, landmarks = codes(2)
+    z = model.z_face(identity, landmarks)
+    latents = torch.randn(2, 3, 16, 16)
+    noise = torch.randn(4, 1, 3, 16, 16)
+    once = model.decode(latents, z, 4, eta=1.0, noise=noise)
+    torch.testing.assert_close(model.decode(latents, z, 4, eta=1.0, noise=noise), once)
+    assert (once - model.decode(latents, z, 4)).abs().mean() > 1e-3, "eta adds the noise"
+    assert (once - model.decode(latents, z, 4, eta=1.0, noise=torch.randn_like(noise))
+            ).abs().mean() > 1e-3, "another draw decodes to another image"
+    with pytest.raises(ValueError, match="noise for each of the 4 steps"):
+        model.decode(latents, z, 4, eta=1.0)
+
+
+def test_stochastic_face_model_shares_its_noise_across_frames():
+    identity, landmarks = codes(1)
+    landmarks = landmarks.expand(3, -1)
+    latents = torch.randn(1, 3, 16, 16).expand(3, -1, -1, -1)
+    codec = DiffusionFaceModel(tiny_model(), steps=3, refine=0, precision="fp32", eta=0.5,
+                               seed=7)
+    assert not codec.exact_inverse and PassThroughModel().exact_inverse
+    decoded = codec.decode(latents, identity[0], landmarks)
+    # Frames with the same latents and codes decode alike: the draws are the clip's, not
+    # each frame's, so what they add stays put from frame to frame.
+    torch.testing.assert_close(decoded[1:], decoded[:1].expand(2, -1, -1, -1))
+    reseeded = DiffusionFaceModel(codec.model, steps=3, refine=0, precision="fp32", eta=0.5,
+                                  seed=8)
+    assert (reseeded.decode(latents, identity[0], landmarks) - decoded).abs().mean() > 1e-3

@@ -59,8 +59,10 @@ def crop_matrix(square: np.ndarray, size: int) -> np.ndarray:
     return cv2.getAffineTransform(src, dst)
 
 
-def align_crop(frame: np.ndarray, square: np.ndarray, size: int) -> np.ndarray:
-    """Cut the square out of the frame as a size x size image.
+def align_crop(frame: np.ndarray, square: np.ndarray, size: int,
+               border: int = cv2.BORDER_REFLECT) -> np.ndarray:
+    """Cut the square out of the frame as a size x size image. Beyond the frame's edge the
+    crop is filled by `border`: mirrored, as the model was trained, by default.
 
     Warps first at the square's own pixel size (capped at 1024) and then shrinks with area
     averaging, so a large face is low-passed rather than aliased when it becomes a small crop.
@@ -72,7 +74,7 @@ def align_crop(frame: np.ndarray, square: np.ndarray, size: int) -> np.ndarray:
     # crop_matrix(square, size), which uncrop and to_crop_coords assume.
     matrix[:, 2] += 0.5 * (work / size - 1)
     crop = cv2.warpAffine(frame, matrix, (work, work),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                          flags=cv2.INTER_LINEAR, borderMode=border)
     if work != size:
         crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
     return crop

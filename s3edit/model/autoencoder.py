@@ -191,13 +191,16 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def decode(self, x_T: torch.Tensor, z_face: torch.Tensor, steps: int,
                clip_sample: bool = False, reference: torch.Tensor | None = None,
-               guidance: float = 1.0, bf16: bool = False) -> torch.Tensor:
+               guidance: float = 1.0, bf16: bool = False, eta: float = 0.0,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
         """`sample` without gradients: what apply and the checks run."""
-        return self.sample(x_T, z_face, steps, clip_sample, reference, guidance, bf16)
+        return self.sample(x_T, z_face, steps, clip_sample, reference, guidance, bf16, eta,
+                           noise)
 
     def sample(self, x_T: torch.Tensor, z_face: torch.Tensor, steps: int,
                clip_sample: bool = False, reference: torch.Tensor | None = None,
-               guidance: float = 1.0, bf16: bool = False) -> torch.Tensor:
+               guidance: float = 1.0, bf16: bool = False, eta: float = 0.0,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
         """Deterministic DDIM sampling (eta = 0) from a noise map to an image in [-1, 1],
         differentiable in z_face when gradients are on (the editors' decoded-face losses).
 
@@ -208,16 +211,26 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         Edit guidance: with the unedited condition as `reference` and `guidance` w != 1, each
         step follows eps(x, reference) + w * (eps(x, z_face) - eps(x, reference)), which
         scales what the edit changes at the cost of a second network pass per step.
+
+        Stochastic decoding: with `eta` > 0 each step adds fresh noise (DDIM's eta; 1 is DDPM),
+        taken from `noise` (steps, 1 or N, 3, R, R), so that a decode can be repeated with the
+        same draws. The model's x0 prediction is the mean face given the codes (the x_T
+        regulariser makes it so), and from an inverted noise map an edit decodes as that mean:
+        eyeglasses as dark shading. Fresh noise lets the later steps commit to one sample,
+        spectacle frames and all.
         """
         scheduler, _ = self.schedulers(clip_sample)
         scheduler.set_timesteps(steps, device=x_T.device)
         guided = reference is not None and guidance != 1.0
         x = x_T
-        for t in scheduler.timesteps:
+        if eta and (noise is None or len(noise) != steps):
+            raise ValueError(f"stochastic decoding needs noise for each of the {steps} steps")
+        for i, t in enumerate(scheduler.timesteps):
             tt = t.expand(len(x))
             eps = self.predicted_noise(x, tt, z_face, bf16)
             if guided:
                 base = self.predicted_noise(x, tt, reference, bf16)
                 eps = base + guidance * (eps - base)
-            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+            fresh = noise[i].to(x).expand_as(x) if eta else None
+            x = scheduler.step(eps, t, x, eta=eta, variance_noise=fresh).prev_sample
         return x.clamp(-1, 1)

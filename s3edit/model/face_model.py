@@ -24,6 +24,10 @@ if TYPE_CHECKING:  # diffusers takes seconds to import; runs without the model s
 
 class FaceModel(Protocol):
     resolution: int
+    # Whether decoding the latents under the unedited codes gives the crops back; False when
+    # decoding draws fresh noise, and then an edit's change is measured against a decoded
+    # reconstruction made with the same draws.
+    exact_inverse: bool
     # Aligned crops (N, 3, S, S) in [-1, 1] -> (N, 40) attribute values, or None when the
     # model's clip code is the identity alone.
     attributes: Callable[[torch.Tensor], torch.Tensor] | None
@@ -42,6 +46,8 @@ class FaceModel(Protocol):
 
 class PassThroughModel:
     """Latents are the crops themselves: runs the whole video and face path with no model."""
+
+    exact_inverse = True
 
     def __init__(self, resolution: int = 256, attribute_dim: int = 0):
         self.resolution = resolution
@@ -65,10 +71,18 @@ class DiffusionFaceModel:
     def __init__(self, model: DiffusionFaceAutoencoder, steps: int = 10, refine: int = 3,
                  device: torch.device | str = "cpu",
                  attribute_encoder: AttributeEncoder | None = None, guidance: float = 1.0,
-                 precision: str = "auto"):
+                 precision: str = "auto", eta: float = 0.0, seed: int = 0):
         self.model = model.to(device).eval()
         self.steps = steps
         self.guidance = guidance  # edit guidance weight (see DiffusionFaceAutoencoder.decode)
+        # Stochastic decoding (see DiffusionFaceAutoencoder.sample): one draw of noise per
+        # step, shared by every frame, so that what it adds sits at the same place in each
+        # aligned crop and stays put over the clip.
+        self.eta = eta
+        self.exact_inverse = eta == 0
+        r = model.config.resolution
+        self.noise = torch.randn((steps, 1, 3, r, r), generator=torch.Generator().manual_seed(
+            seed)).to(device) if eta else None
         self.refine = refine  # fixed-point iterations per inversion step (see `invert`)
         self.device = torch.device(device)
         self.bf16 = uses_bf16(precision, self.device)
@@ -100,8 +114,8 @@ class DiffusionFaceModel:
                reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         z_reference = None if reference is None else self._z_face(*reference)
         return self.model.decode(latents.to(self.device), self._z_face(identity, landmarks),
-                                 self.steps, reference=z_reference,
-                                 guidance=self.guidance, bf16=self.bf16).cpu()
+                                 self.steps, reference=z_reference, guidance=self.guidance,
+                                 bf16=self.bf16, eta=self.eta, noise=self.noise).cpu()
 
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
@@ -123,7 +137,7 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
 
 def load_face_model(folder: Path, *, steps: int, refine: int, guidance: float,
                     device: str | torch.device, no_model: bool = False,
-                    precision: str = "auto") -> FaceModel:
+                    precision: str = "auto", eta: float = 0.0, seed: int = 0) -> FaceModel:
     """The weights folder's autoencoder (and the attribute encoder it reads, if any); with
     `no_model`, a pass-through of the same clip code layout, so its editors still apply."""
     from s3edit.weights import (
@@ -154,4 +168,4 @@ def load_face_model(folder: Path, *, steps: int, refine: int, guidance: float,
                               "`s3edit train attribute-encoder`")
         encoder = AttributeEncoder.from_pretrained(encoder_dir)
     return DiffusionFaceModel(model, steps, refine, resolve_device(str(device)), encoder,
-                              guidance, precision)
+                              guidance, precision, eta, seed)
