@@ -18,7 +18,7 @@ from s3edit.edit.linear import LinearEditor
 from s3edit.edit.loading import load_editor
 from s3edit.edit.lt import LatentTransformerEditor
 from s3edit.edit.routing import kmeans, nearest_centroid, route_attributes
-from s3edit.edit.s3 import S3Editor, S3Transform, slide
+from s3edit.edit.s3 import CODE_REGIONS, S3Editor, S3Transform, slide
 from s3edit.edit.sparsity import GroupSparseOptimizer
 from s3edit.errors import UsageError
 from s3edit.model.codes import ATTRIBUTE_DIM, IDENTITY_DIM, clip_code
@@ -543,3 +543,72 @@ def test_labelled_codes_with_an_attribute_encoder(tiny_celeba: Path, tmp_path: P
     s3 = train_s3(tiny_celeba, out, classifier, S3TrainConfig(steps=5, batch=16, hidden=16),
                   attribute_encoder=other, progress=False)
     assert S3Transform.from_pretrained(s3).config.dim == CLIP_DIM
+
+
+# --- Region groups: sparsity over what each transform writes into each region of the code ----
+
+def test_region_groups_cover_the_code_and_leave_the_target_move_out():
+    model = S3Transform(dim=CLIP_DIM, hidden=16, clusters=2, groups="regions")
+    assert model.active.numel() == 2 * len(CODE_REGIONS) and model.gate.shape == (2, 5)
+    assert (model.code_region[:IDENTITY_DIM] == 0).all()
+    region = dict(zip(ATTRIBUTES, model.code_region[IDENTITY_DIM:].tolist(), strict=True))
+    assert [CODE_REGIONS[region[a]] for a in ("Eyeglasses", "Smiling", "Blond_Hair", "Young")] \
+        == ["eyes", "mouth", "hair", "face"]
+    members = dict((id(p), index) for p, index in model.sparsity_members())
+    w3 = members[id(model.w3)]
+    assert (w3[1, :, IDENTITY_DIM + ATTRIBUTES.index("Smiling")] == 5 + 2).all()
+    assert (w3[..., -1] == -1).all(), "the target move's factor belongs to no group"
+    with pytest.raises(ValueError, match="attribute values"):
+        S3Transform(dim=IDENTITY_DIM, groups="regions")
+
+
+def test_switched_off_regions_stay_as_they_were_and_the_target_still_moves(clip_data):
+    codes, _, classifier = clip_data
+    model, _ = fit_s3(codes, classifier, S3TrainConfig(clusters=2, steps=30, batch=128,
+                                                       hidden=16, groups="regions"),
+                      progress=False)
+    editor = S3Editor(model, classifier)
+    attr = "Eyeglasses"
+    k = int(model.cluster_of[ATTRIBUTES.index(attr)])
+    with torch.no_grad():
+        model.gate[k] = 0  # every region off: only the target's own value may move
+        z = codes[:100]
+        edited = editor.edit(z, attr, 0.5)
+        own = IDENTITY_DIM + ATTRIBUTES.index(attr)
+        others = torch.ones(CLIP_DIM, dtype=torch.bool)
+        others[own] = False
+        torch.testing.assert_close(edited[:, others], z[:, others], atol=1e-5, rtol=0)
+        # The target logit lands where the transform's own target move puts it.
+        _, _, v, goal = editor._edit(z, ATTRIBUTES.index(attr) * torch.ones(100, dtype=int),
+                                     torch.full((100,), 0.5))
+        torch.testing.assert_close((v * edited).sum(-1), goal, atol=1e-4, rtol=0)
+        i = classifier.index(attr)
+        assert (classifier(edited)[:, i] > classifier(z)[:, i]).all()
+
+
+def test_region_sparsity_switches_off_the_groups_that_change_foreign_regions(clip_data):
+    codes, _, classifier = clip_data
+    model, reached = fit_s3(codes, classifier, S3TrainConfig(
+        clusters=2, sparsity=0.3, steps=40, batch=128, hidden=16, groups="regions"),
+        progress=False)
+    assert reached == pytest.approx(3 / 10)
+    kept = model.kept_regions()
+    assert sum(len(r) for r in kept) == 7
+    # The identity part is foreign to every attribute and holds most of the code: the linear
+    # step changes it most, so it goes first.
+    assert all("identity" not in regions for regions in kept)
+    dead = ~model.active.view(2, 5)
+    assert (model.gate[dead] == 0).all()
+
+
+def test_group_scores_choose_what_is_switched_off():
+    weight = torch.nn.Parameter(torch.ones(6))
+    index = torch.tensor([0, 0, 1, 1, 2, -1])
+    active = torch.ones(3, dtype=torch.bool)
+    optimizer = GroupSparseOptimizer(torch.optim.SGD([weight], lr=0.0), [(weight, index)],
+                                     active, 1 / 3, start=0, stop=2, periods=1,
+                                     scores=lambda: torch.tensor([0.0, 5.0, 1.0]))
+    for _ in range(2):
+        optimizer.step()
+    assert active.tolist() == [True, False, True]  # the highest score, not the smallest norm
+    assert weight.tolist() == [1, 1, 0, 0, 1, 1], "ungrouped elements are left alone"

@@ -13,7 +13,7 @@ import torch
 from helpers import FACE_CLIP, celeba_subset, real_mesh, shared_clip, smooth_image
 
 from s3edit.errors import UsageError
-from s3edit.face.mask import region_mask
+from s3edit.face.mask import attribute_region, region_mask
 from s3edit.metrics.attributes import ImageAttributeClassifier, load_image_classifier
 from s3edit.metrics.evaluate import (
     evaluate_pair,
@@ -22,7 +22,6 @@ from s3edit.metrics.evaluate import (
 )
 from s3edit.metrics.fidelity import (
     attribute_changes,
-    attribute_region,
     change_inside,
     locality,
 )

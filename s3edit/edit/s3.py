@@ -24,6 +24,18 @@ On a clip code (identity, then attribute values) the slide is split between the 
 the share of the unit normal v in each: the attribute part moves along v's attribute part
 (it is free), the identity part along its meridian, and the target logit lands exactly where
 it would on the identity code alone. Without attribute values it is the slide above.
+
+Region groups (`groups="regions"`, clip codes with attribute values only): the sparsity groups
+are what each transform writes into each region of the code, instead of its hidden neurons.
+The regions are the identity (dlib) part and the attribute values of the eyes, the mouth, the
+hair and the rest of the face (`CODE_REGIONS`; `bench/code_regions.py` measures that the
+decoder draws each attribute value mostly where this says, and the identity values mostly in
+the hair and background). Each group has a gate: the edit is x + keep * (T(u) - x), keep the
+gate of each dimension's region (the target's own value is always written), so a switched-off
+group leaves its region of the code as it was, the linear step's share included. Training
+switches off the groups that change most where the cluster's attributes should not (see
+`region_scores`). The target logit is then completed within the written attribute values
+(along v's part there), not along v: the slide would write the switched-off regions back.
 """
 
 from __future__ import annotations
@@ -40,7 +52,12 @@ from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.edit.base import BatchEditor
 from s3edit.edit.classifier import LatentAttributeClassifier
 from s3edit.edit.sparsity import Member, neuron_block_index
+from s3edit.face.mask import attribute_region
 from s3edit.model.codes import IDENTITY_DIM, renormalise_clip_code
+
+# The code's regions for region groups: the identity part, then the attribute values by the
+# face region each attribute lives in.
+CODE_REGIONS = ("identity", "eyes", "mouth", "face", "hair")
 
 
 class S3Transform(ModelMixin, ConfigMixin):
@@ -48,7 +65,9 @@ class S3Transform(ModelMixin, ConfigMixin):
 
     Buffers saved with the weights: `cluster_of` (attributes,) each attribute's transform,
     `centroids` (clusters, d) the routing centroids, `active` (groups,) the sparsity mask
-    (groups of `group_size` neurons of either hidden layer of each transform).
+    (groups of `group_size` neurons of either hidden layer of each transform, or with
+    `groups="regions"` each transform's region of the code: `gate` (clusters, regions) and
+    `code_region` (d,) say which).
     """
 
     config_name = "config.json"
@@ -56,10 +75,14 @@ class S3Transform(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, dim: int = IDENTITY_DIM, hidden: int = 128, clusters: int = 5,
                  group_size: int = 8, attributes: tuple[str, ...] = ATTRIBUTES,
-                 target_move: str = "boost"):
+                 target_move: str = "boost", groups: str = "neurons"):
         super().__init__()
         if target_move not in ("boost", "factor"):
             raise ValueError(f"target_move {target_move!r} is not 'boost' or 'factor'")
+        if groups not in ("neurons", "regions"):
+            raise ValueError(f"groups {groups!r} is not 'neurons' or 'regions'")
+        if groups == "regions" and dim != IDENTITY_DIM + len(attributes):
+            raise ValueError("region groups need clip codes with the attribute values")
         k, cond = clusters, 2 * dim + 1
         self.w1 = nn.Parameter(torch.randn(k, cond, hidden) / math.sqrt(cond))
         self.b1 = nn.Parameter(torch.zeros(k, hidden))
@@ -73,10 +96,24 @@ class S3Transform(ModelMixin, ConfigMixin):
         self.b3 = nn.Parameter(torch.cat([torch.zeros(k, dim), torch.full((k, 1), raw)], 1))
         self.register_buffer("cluster_of", torch.zeros(len(attributes), dtype=torch.long))
         self.register_buffer("centroids", torch.zeros(k, dim))
-        self.register_buffer("active", torch.ones(2 * k * (hidden // group_size), dtype=torch.bool))
+        if groups == "neurons":
+            self.register_buffer("active", torch.ones(2 * k * (hidden // group_size),
+                                                      dtype=torch.bool))
+            return
+        self.gate = nn.Parameter(torch.ones(k, len(CODE_REGIONS)))
+        self.register_buffer("active", torch.ones(k * len(CODE_REGIONS), dtype=torch.bool))
+        own = [CODE_REGIONS.index(attribute_region(a)) for a in attributes]
+        self.register_buffer("code_region", torch.tensor([0] * IDENTITY_DIM + own))
 
     def sparsity_members(self) -> list[Member]:
-        """Each parameter in a neuron group, with its elements' group ids."""
+        """Each parameter in a group, with its elements' group ids (-1: none)."""
+        if self.config.groups == "regions":
+            k, regions = self.gate.shape
+            # (k, d + 1): the region each output writes; the target move's factor, none.
+            out = torch.cat([torch.arange(k)[:, None] * regions + self.code_region,
+                             torch.full((k, 1), -1)], 1)
+            return [(self.gate, torch.arange(k * regions).view(k, regions)),
+                    (self.w3, out[:, None].expand_as(self.w3)), (self.b3, out)]
         gs, per_layer = self.config.group_size, self.active.numel() // 2
 
         def ids(p: nn.Parameter, dim: int, offset: int) -> torch.Tensor:
@@ -101,6 +138,17 @@ class S3Transform(ModelMixin, ConfigMixin):
         raw = out[:, -1]
         factor = 1 + F.softplus(raw) if self.config.target_move == "boost" else raw.exp()
         return out[:, :-1], factor
+
+    def region_keep(self, attr: torch.Tensor) -> torch.Tensor:
+        """(N, d) region groups' gates over the code for edits of attributes `attr` (N,), 1 on
+        each target's own value."""
+        keep = self.gate[self.cluster_of[attr]][:, self.code_region]
+        return keep.scatter(1, IDENTITY_DIM + attr[:, None], 1.0)
+
+    def kept_regions(self) -> list[list[str]]:
+        """For region groups: the code regions each cluster's transform still writes."""
+        active = self.active.view(self.gate.shape[0], len(CODE_REGIONS))
+        return [[r for r, on in zip(CODE_REGIONS, row, strict=True) if on] for row in active]
 
     def with_free_factor(self) -> S3Transform:
         """A copy whose target move is f = exp(raw), set to f = 1 (a boost transform's f is
@@ -127,17 +175,49 @@ class S3Editor(BatchEditor):
                    ) -> torch.Tensor:
         """Edited clip codes of codes z (N, D), attribute indices (N,), strengths (N,)."""
         c = self.classifier
+        x, change, v, k = self._edit(z, attr, gamma)
+        y = renormalise_clip_code(c.denormalize(x + change))
+        if self.transform.config.groups == "neurons":
+            return slide(y, v, k)
+        written = v * self.transform.region_keep(attr)
+        written[:, :IDENTITY_DIM] = 0
+        # v . written >= v_target^2 > 0: the target's own value is always written.
+        shortfall = (k - (v * y).sum(-1)) / (v * written).sum(-1)
+        return y + shortfall[:, None] * written
+
+    def over_editing(self, z: torch.Tensor, attr: torch.Tensor, gamma: torch.Tensor
+                     ) -> torch.Tensor:
+        """(clusters * regions,) for region groups: each group's squared change (standardised
+        code units, before the target's completion) in the code regions where the edited
+        attribute does not live, the identity part included, per edit of its cluster."""
+        t = self.transform
+        _, change, _, _ = self._edit(z, attr, gamma)
+        regions = len(CODE_REGIONS)
+        foreign = t.code_region[None, :] != t.code_region[IDENTITY_DIM + attr][:, None]
+        group = t.cluster_of[attr][:, None] * regions + t.code_region[None, :]
+        scores = torch.zeros(t.active.numel()).index_add_(
+            0, group.flatten(), (change.detach() ** 2 * foreign).flatten())
+        edits = torch.bincount(t.cluster_of[attr], minlength=t.gate.shape[0]).clamp(min=1)
+        return scores / edits.repeat_interleave(regions)
+
+    def _edit(self, z: torch.Tensor, attr: torch.Tensor, gamma: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Standardised codes x, the change the transform makes to them, the target logit's
+        unit normal v (raw code space) and the value k of v . y the edit must reach."""
+        c = self.classifier
         weight = c.linear.weight[attr]
         direction = F.normalize(weight, dim=-1)
-        u = c.normalize(z) + gamma[:, None] * math.sqrt(z.shape[-1]) * direction
+        x = c.normalize(z)
+        u = x + gamma[:, None] * math.sqrt(z.shape[-1]) * direction
         g, factor = self.transform(u, direction, gamma, self.transform.cluster_of[attr])
-        y = renormalise_clip_code(c.denormalize(u + g))
+        change = u + g - x
+        if self.transform.config.groups == "regions":
+            change = change * self.transform.region_keep(attr)
         # The target logit is an affine function of v . z.
         v = F.normalize(weight / c.std, dim=-1)
         k0 = (v * z).sum(-1)
         k_linear = (v * renormalise_clip_code(c.denormalize(u))).sum(-1)
-        k = k0 + factor * (k_linear - k0)
-        return slide(y, v, k)
+        return x, change, v, k0 + factor * (k_linear - k0)
 
 
 def slide(y: torch.Tensor, v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

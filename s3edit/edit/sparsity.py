@@ -1,15 +1,19 @@
 """Structured sparsity: whole groups of hidden neurons switched off during training.
 
-A group is a block of hidden neurons of one transform: their incoming weights and biases and
-their outgoing weights. A parameter takes part through an index tensor of its shape that names
-each element's group; a parameter can belong to two families (a middle layer's weights are the
-outgoing weights of one layer's neurons and the incoming weights of the next).
+A group is a block of hidden neurons of one transform (their incoming weights and biases and
+their outgoing weights), or what one transform writes into one region of the code
+(`S3Transform`'s region groups). A parameter takes part through an index tensor of its shape
+that names each element's group (-1: none); a parameter can belong to two families (a middle
+layer's weights are the outgoing weights of one layer's neurons and the incoming weights of the
+next).
 
 `GroupSparseOptimizer` wraps an ordinary optimizer in the manner of HESSO (OTOv3): over a
-number of periods it marks the groups of smallest norm as redundant until the target fraction is
-marked; during its period a redundant group is shrunk linearly to zero (so the other groups can
-take over its work while it fades) and projected to zero at once if a step carries it across
-the half-space {x : <x, x_marked> > 0}; at the end of the period it is zeroed and deactivated.
+number of periods it marks groups as redundant until the target fraction is marked (those of
+smallest norm, or of highest score when given a score: say, the change they cause where an edit
+should leave the face alone); during its period a redundant group is shrunk linearly to zero
+(so the other groups can take over its work while it fades) and projected to zero at once if a
+step carries it across the half-space {x : <x, x_marked> > 0}; at the end of the period it is
+zeroed and deactivated.
 The activity mask lives in a buffer of the model, so it is saved with the weights, and
 deactivated groups are re-zeroed after every step so they stay exactly zero.
 """
@@ -17,11 +21,13 @@ deactivated groups are re-zeroed after every step so they stay exactly zero.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 Member = tuple[nn.Parameter, torch.Tensor]  # a parameter and the group id of each element
+GroupScores = Callable[[], torch.Tensor]  # (groups,) higher: switched off first
 
 
 def neuron_block_index(shape: tuple[int, ...], neuron_dim: int, group_size: int,
@@ -43,10 +49,12 @@ class GroupSparseOptimizer:
     groups, round(target * groups), is reached in `periods` equal periods between steps
     `start` and `stop`. A schedule too short for them (a run of a few steps) gets fewer
     periods, one step each, and at least one: `stop` is moved to `start + 1` if need be.
+    `scores`, if given, ranks the groups at each marking instead of their norms.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, members: list[Member],
-                 active: torch.Tensor, target: float, start: int, stop: int, periods: int = 5):
+                 active: torch.Tensor, target: float, start: int, stop: int, periods: int = 5,
+                 scores: GroupScores | None = None):
         if not 0 <= target < 1:
             raise ValueError(f"group sparsity target {target} is not in [0, 1)")
         if start < 0:
@@ -54,16 +62,18 @@ class GroupSparseOptimizer:
         stop = max(stop, start + 1)
         periods = max(1, min(periods, stop - start))
         self.optimizer = optimizer
-        self.members = members
-        self.active = active
         self.groups = len(active)
+        # Elements of no group (-1) go to one extra slot, which is never marked.
+        self.members = [(p, torch.where(index < 0, self.groups, index)) for p, index in members]
+        self.active = active
+        self.scores = scores
         self.goal = round(target * self.groups)
         self.periods = periods
         self.bounds = [start + round(i * (stop - start) / periods) for i in range(periods + 1)]
-        sizes = torch.zeros(self.groups)
-        for p, index in members:
+        sizes = torch.zeros(self.groups + 1)
+        for p, index in self.members:
             sizes.index_add_(0, index.reshape(-1), torch.ones(p.numel()))
-        self.sizes = sizes.clamp(min=1)
+        self.sizes = sizes[:-1].clamp(min=1)
         self.redundant = torch.zeros(self.groups, dtype=torch.bool)
         self.marked: list[torch.Tensor] = []  # each member's values when its groups were marked
         self.t = 0
@@ -74,10 +84,10 @@ class GroupSparseOptimizer:
         self.optimizer.zero_grad()
 
     def group_norms(self) -> torch.Tensor:
-        sq = torch.zeros(self.groups)
+        sq = torch.zeros(self.groups + 1)
         for p, index in self.members:
             sq.index_add_(0, index.reshape(-1), p.detach().reshape(-1).float() ** 2)
-        return sq.sqrt()
+        return sq[:-1].sqrt()
 
     @property
     def sparsity(self) -> float:
@@ -103,9 +113,10 @@ class GroupSparseOptimizer:
         if want <= 0:
             return
         # Per-element RMS, so that groups of different sizes compare fairly.
-        rms = self.group_norms() / self.sizes.sqrt()
-        rms[~self.active] = math.inf
-        self.redundant[rms.argsort()[:want]] = True
+        scores = (self.scores() if self.scores is not None
+                  else -self.group_norms() / self.sizes.sqrt()).float().clone()
+        scores[~self.active] = -math.inf
+        self.redundant[scores.argsort(descending=True)[:want]] = True
         self.marked = [p.detach().clone() for p, _ in self.members]
 
     def _shrink(self) -> None:
@@ -114,12 +125,13 @@ class GroupSparseOptimizer:
         factor[self.redundant] = (left - 1) / left
         # Half-space projection: a group whose step took it past the origin relative to where
         # it was marked is set to zero now.
-        dot = torch.zeros(self.groups)
+        dot = torch.zeros(self.groups + 1)
         for (p, index), ref in zip(self.members, self.marked, strict=True):
             dot.index_add_(0, index.reshape(-1), (p.detach() * ref).reshape(-1))
-        factor[self.redundant & (dot <= 0)] = 0
+        factor[self.redundant & (dot[:-1] <= 0)] = 0
         self._scale(factor)
 
     def _scale(self, factor: torch.Tensor) -> None:
+        factor = torch.cat([factor, torch.ones(1)])  # the slot of no group stays as it is
         for p, index in self.members:
             p.mul_(factor[index].to(p.dtype))

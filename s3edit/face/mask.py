@@ -43,6 +43,11 @@ HAIR_ATTRIBUTES = frozenset({
     "straight_hair", "wavy_hair", "wearing_hat",
 })
 REGIONS = ("eyes", "mouth", "hair", "face")
+EYE_ATTRIBUTES = frozenset({"Eyeglasses", "Narrow_Eyes", "Bags_Under_Eyes", "Arched_Eyebrows",
+                            "Bushy_Eyebrows"})
+MOUTH_ATTRIBUTES = frozenset({"Smiling", "Mouth_Slightly_Open", "Big_Lips", "Wearing_Lipstick",
+                              "Mustache", "Goatee"})
+
 # Classes of facexlib's BiSeNet (CelebAMask-HQ's 19): 0 background, 1 skin, 2-3 brows, 4-5 eyes,
 # 6 eyeglasses, 7-8 ears, 9 earring, 10 nose, 11 mouth, 12-13 lips, 14 neck, 15 necklace,
 # 16 cloth, 17 hair, 18 hat. The face leaves out the ears, as the mesh's oval does.
@@ -53,6 +58,17 @@ PARSED_HAIR = (17, 18)
 def hair_attribute(attr: str | None) -> bool:
     """True for CelebA attributes that change the hair (or hat), which lies outside the face."""
     return attr is not None and attr.lower() in HAIR_ATTRIBUTES
+
+
+def attribute_region(attr: str) -> str:
+    """The `region_mask` region where an edit of `attr` should happen."""
+    if attr in EYE_ATTRIBUTES:
+        return "eyes"
+    if attr in MOUTH_ATTRIBUTES:
+        return "mouth"
+    if hair_attribute(attr):
+        return "hair"
+    return "face"
 
 
 def face_size(mesh: np.ndarray) -> float:

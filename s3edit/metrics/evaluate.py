@@ -19,11 +19,11 @@ from s3edit.edit.attributes import resolve_attribute
 from s3edit.errors import S3EditError, UsageError
 from s3edit.face.align import align_crop
 from s3edit.face.identity import EMBED_DIM, IdentityEncoder
+from s3edit.face.mask import attribute_region
 from s3edit.metrics.attributes import CROP_SIZE, ImageAttributeClassifier, load_image_classifier
 from s3edit.metrics.fidelity import (
     NOISE_FLOOR,
     attribute_changes,
-    attribute_region,
     change_inside,
     locality,
 )

@@ -11,27 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from s3edit.face.mask import hair_attribute, region_mask
+from s3edit.face.mask import region_mask
 
-EYE_ATTRIBUTES = frozenset({"Eyeglasses", "Narrow_Eyes", "Bags_Under_Eyes", "Arched_Eyebrows",
-                            "Bushy_Eyebrows"})
-MOUTH_ATTRIBUTES = frozenset({"Smiling", "Mouth_Slightly_Open", "Big_Lips", "Wearing_Lipstick",
-                              "Mustache", "Goatee"})
 # Per-pixel change (mean over RGB, 0-255 levels) at or below this counts as none: re-encoding
 # a clip at CRF 18 changes pixels by 0.3 on average, which summed over a whole frame would
 # otherwise outweigh an edit that covers the eyes; a floor of 4 removes 99% of that noise.
 NOISE_FLOOR = 4.0
-
-
-def attribute_region(attr: str) -> str:
-    """The `region_mask` region where an edit of `attr` should happen."""
-    if attr in EYE_ATTRIBUTES:
-        return "eyes"
-    if attr in MOUTH_ATTRIBUTES:
-        return "mouth"
-    if hair_attribute(attr):
-        return "hair"
-    return "face"
 
 
 def pixel_change(original: np.ndarray, edited: np.ndarray, noise_floor: float = NOISE_FLOOR

@@ -43,6 +43,11 @@ class Prediction(str, Enum):
     v = "v_prediction"
 
 
+class SparseGroups(str, Enum):
+    neurons = "neurons"
+    regions = "regions"
+
+
 @train_app.command("autoencoder")
 def train_autoencoder_cmd(
     data: Annotated[Path, typer.Option(help="CelebAMask-HQ-style folder of face images, or "
@@ -187,8 +192,14 @@ def train_editor_cmd(
     clusters: Annotated[int, typer.Option(min=1, help="s3: attribute clusters, one transform "
                                           "each (1 = no routing).")] = S3.clusters,
     sparsity: Annotated[float, typer.Option(min=0, max=0.9, help="s3: target share of "
-                                            "hidden-neuron groups switched off.")]
+                                            "sparsity groups switched off.")]
     = S3.sparsity,
+    sparse_groups: Annotated[SparseGroups, typer.Option(help="s3: what a sparsity group is: "
+                             "a block of hidden neurons (neurons), or what a cluster's "
+                             "transform writes into one region of the clip code: identity, "
+                             "eyes, mouth, face, hair (regions; those that change most where "
+                             "the cluster's attributes should not are switched off first).")]
+    = SparseGroups.neurons,
     self_training: Annotated[bool, typer.Option(help="s3: learn from pseudo-edited pairs.")]
     = S3.self_training,
     holdout_attrs: Annotated[list[str] | None, typer.Option(help="s3: attributes left out of "
@@ -241,7 +252,7 @@ def train_editor_cmd(
                                   **run)
             elif editor is EditorName.s3:
                 cfg = S3TrainConfig(clusters=clusters, sparsity=sparsity,
-                                    self_training=self_training,
+                                    groups=sparse_groups.value, self_training=self_training,
                                     holdout_attrs=tuple(holdout_attrs or ()),
                                     faith_correlation=faith_correlation, steps=steps)
                 videos = sources.videos[0] if sources.videos else None

@@ -37,7 +37,10 @@ class S3TrainConfig(TransformTrainConfig):
     """S3Editor transforms (`s3edit.train.editors.fit_s3` says what each weight does)."""
 
     clusters: int = 5  # attribute clusters, one transform each (1 = no routing)
-    sparsity: float = 0.1  # target share of hidden-neuron groups switched off
+    sparsity: float = 0.1  # target share of sparsity groups switched off
+    # What a group is: a block of hidden neurons ("neurons"), or what a transform writes into
+    # a region of the code ("regions", see s3edit.edit.s3).
+    groups: str = "neurons"
     self_training: bool = True  # learn from pseudo-edited pairs
     holdout_attrs: tuple[str, ...] = ()  # left out of training, edited through their cluster
     # Weigh each other attribute in L_faith by 1 - |correlation| with the edited one.

@@ -393,7 +393,7 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
     gen = torch.Generator().manual_seed(cfg.seed)
     attributes = list(classifier.config.attributes)
     model = S3Transform(dim=codes.shape[1], hidden=cfg.hidden, clusters=cfg.clusters,
-                        attributes=tuple(attributes))
+                        attributes=tuple(attributes), groups=cfg.groups)
     directions = F.normalize(classifier.linear.weight.detach(), dim=-1)
     seen = torch.tensor([a not in cfg.holdout_attrs for a in attributes])
     model.cluster_of, model.centroids = route_attributes(directions, seen, cfg.clusters,
@@ -407,9 +407,22 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
             faith_weight = 1 - label_correlation(classifier(codes).sigmoid()).abs()
         faith_weight.fill_diagonal_(0)
     seen_index = seen.nonzero().flatten()
+    scores = None
+    if cfg.groups == "regions":
+        # Region groups are ranked by the change they make where the edit should leave the
+        # face alone, on fixed draws of pseudo-edits (`S3Editor.over_editing`).
+        probe = torch.Generator().manual_seed(cfg.seed + 1)
+        probe_codes = codes[torch.randint(len(codes), (4096,), generator=probe)]
+        probe_attr = seen_index[torch.randint(len(seen_index), (4096,), generator=probe)]
+        probe_gamma = torch.rand(4096, generator=probe) * 2 - 1
+
+        def scores() -> torch.Tensor:
+            with torch.no_grad():
+                return editor.over_editing(probe_codes, probe_attr, probe_gamma)
     optimizer = GroupSparseOptimizer(torch.optim.Adam(model.parameters(), lr=cfg.lr),
                                      model.sparsity_members(), model.active, cfg.sparsity,
-                                     start=int(0.3 * cfg.steps), stop=int(0.8 * cfg.steps))
+                                     start=int(0.3 * cfg.steps), stop=int(0.8 * cfg.steps),
+                                     scores=scores)
     total, mine = global_batch_share(accelerator, cfg.batch)
     with training_bar(enabled=progress) as bar:
         task = bar.add_task("training the S3Editor transforms", total=cfg.steps)
@@ -461,6 +474,8 @@ def train_s3(data: Path, out: Path, classifier_dir: Path, cfg: S3TrainConfig | N
     attributes = list(classifier.config.attributes)
     clusters_of = {attr: int(k) for attr, k in zip(attributes, model.cluster_of, strict=True)}
     extra = {"group_sparsity": round(reached, 4), "cluster_of": clusters_of}
+    if cfg.groups == "regions":
+        extra["kept_regions"] = dict(enumerate(model.kept_regions()))
     _write_metrics(folder, S3Editor(model, classifier), classifier, train, held, settings,
                    extra, report=(*REPORTED_ATTRIBUTES, *cfg.holdout_attrs))
     return folder
