@@ -239,7 +239,7 @@ class Pipeline:
         with self.timer("model decode (edit)"):
             edited = to_uint8(self.model.decode(latents, edit.identity, edit.landmarks(landmarks),
                                                 reference=(clip_code, landmarks)))
-        if not (decoded_base or not self.model.exact_inverse):
+        if self.model.exact_inverse and not decoded_base:
             return edited, crops
         with self.timer("model decode (recon)"):
             return edited, to_uint8(self.model.decode(latents, clip_code, landmarks))
