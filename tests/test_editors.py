@@ -579,7 +579,7 @@ def test_switched_off_regions_stay_as_they_were_and_the_target_still_moves(clip_
         others[own] = False
         torch.testing.assert_close(edited[:, others], z[:, others], atol=1e-5, rtol=0)
         # The target logit lands where the transform's own target move puts it.
-        _, _, v, goal = editor._edit(z, ATTRIBUTES.index(attr) * torch.ones(100, dtype=int),
+        _, _, v, goal = editor.edit_plan(z, ATTRIBUTES.index(attr) * torch.ones(100, dtype=int),
                                      torch.full((100,), 0.5))
         torch.testing.assert_close((v * edited).sum(-1), goal, atol=1e-4, rtol=0)
         i = classifier.index(attr)

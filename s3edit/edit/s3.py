@@ -175,7 +175,7 @@ class S3Editor(BatchEditor):
                    ) -> torch.Tensor:
         """Edited clip codes of codes z (N, D), attribute indices (N,), strengths (N,)."""
         c = self.classifier
-        x, change, v, k = self._edit(z, attr, gamma)
+        x, change, v, k = self.edit_plan(z, attr, gamma)
         y = renormalise_clip_code(c.denormalize(x + change))
         if self.transform.config.groups == "neurons":
             return slide(y, v, k)
@@ -191,7 +191,7 @@ class S3Editor(BatchEditor):
         code units, before the target's completion) in the code regions where the edited
         attribute does not live, the identity part included, per edit of its cluster."""
         t = self.transform
-        _, change, _, _ = self._edit(z, attr, gamma)
+        _, change, _, _ = self.edit_plan(z, attr, gamma)
         regions = len(CODE_REGIONS)
         foreign = t.code_region[None, :] != t.code_region[IDENTITY_DIM + attr][:, None]
         group = t.cluster_of[attr][:, None] * regions + t.code_region[None, :]
@@ -200,7 +200,7 @@ class S3Editor(BatchEditor):
         edits = torch.bincount(t.cluster_of[attr], minlength=t.gate.shape[0]).clamp(min=1)
         return scores / edits.repeat_interleave(regions)
 
-    def _edit(self, z: torch.Tensor, attr: torch.Tensor, gamma: torch.Tensor
+    def edit_plan(self, z: torch.Tensor, attr: torch.Tensor, gamma: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Standardised codes x, the change the transform makes to them, the target logit's
         unit normal v (raw code space) and the value k of v . y the edit must reach."""
