@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import default_data_dir
+from common import default_data_dir, first_faces
 
 from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.face.attributes import AttributeEncoder
@@ -36,7 +36,7 @@ from s3edit.face.identity_torch import DlibFaceNet
 from s3edit.face.mask import attribute_region, region_mask
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import IDENTITY_DIM
-from s3edit.train.cache import FaceShard, cached_split, load_shards
+from s3edit.train.cache import cached_split, load_shards
 from s3edit.train.celeba import celeba_images
 from s3edit.train.decoded_faces import DecodedFaceJudge, invert_faces
 from s3edit.weights import REPO_WEIGHTS
@@ -84,13 +84,7 @@ def main() -> None:
     encoder = AttributeEncoder.from_pretrained(w / "attribute_encoder")
     judge = DecodedFaceJudge(model, encoder, DlibFaceNet.from_dat(), bf16=True)
     split = cached_split(celeba_images(args.data), 2000, 16000, progress=False)
-    shards, left = [], args.faces
-    for shard in load_shards(split.folder, split.held):
-        if left <= 0:
-            break
-        shards.append(FaceShard(shard.crops[:left], shard.lm68[:left], shard.mesh[:left],
-                                shard.identity[:left], shard.names[:left]))
-        left -= len(shards[-1].crops)
+    shards = first_faces(load_shards(split.folder, split.held), args.faces)
     faces = invert_faces(judge, shards)
     size = model.config.resolution
     meshes = np.concatenate([s.mesh.float().numpy() for s in shards]) * size

@@ -50,3 +50,17 @@ def setup_machine(args: argparse.Namespace) -> torch.device:
           f"torch {torch.__version__} with {torch.get_num_threads()} threads, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     return device
+
+
+def first_faces(shards, count: int) -> list:
+    """The first `count` faces of an iterable of cache shards (`s3edit.train.cache`), as shards."""
+    from s3edit.train.cache import FaceShard
+
+    out, left = [], count
+    for shard in shards:
+        if left <= 0:
+            break
+        out.append(FaceShard(shard.crops[:left], shard.lm68[:left], shard.mesh[:left],
+                             shard.identity[:left], shard.names[:left]))
+        left -= len(out[-1].crops)
+    return out

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import default_data_dir
+from common import default_data_dir, first_faces
 
 from s3edit.edit.loading import load_editor
 from s3edit.edit.s3 import S3Transform
@@ -38,7 +38,7 @@ from s3edit.face.identity_torch import DlibFaceNet
 from s3edit.metrics.attributes import load_image_classifier
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.inputs import to_uint8
-from s3edit.train.cache import FaceShard, cached_split, load_shards
+from s3edit.train.cache import cached_split, load_shards
 from s3edit.train.celeba import celeba_images
 from s3edit.train.decoded_faces import (
     DecodedFaceJudge,
@@ -50,17 +50,6 @@ from s3edit.train.editors import labelled_codes
 from s3edit.weights import REPO_WEIGHTS
 
 ATTRS = ("Eyeglasses", "Blond_Hair", "Young", "Smiling")
-
-
-def first(shards, count: int) -> list[FaceShard]:
-    out, left = [], count
-    for shard in shards:
-        if left <= 0:
-            break
-        out.append(FaceShard(shard.crops[:left], shard.lm68[:left], shard.mesh[:left],
-                             shard.identity[:left], shard.names[:left]))
-        left -= len(out[-1].crops)
-    return out
 
 
 @torch.no_grad()
@@ -115,7 +104,7 @@ def main() -> None:
                              bf16=True)
     split = cached_split(celeba_images(args.data), 2000, 16000, progress=False)
     start = time.perf_counter()
-    held = invert_faces(judge, first(load_shards(split.folder, split.held), args.held))
+    held = invert_faces(judge, first_faces(load_shards(split.folder, split.held), args.held))
     print(f"inverted {len(held)} held-out faces in {time.perf_counter() - start:.0f} s",
           flush=True)
 
@@ -124,7 +113,7 @@ def main() -> None:
     if args.tuned:
         tuned.transform = S3Transform.from_pretrained(args.tuned).eval()
     else:
-        train = invert_faces(judge, first(load_shards(split.folder, split.train), args.train))
+        train = invert_faces(judge, first_faces(load_shards(split.folder, split.train), args.train))
         codes, _ = labelled_codes(args.data, 2000, 16000, encoder)
         cfg = DecodedTrainConfig(steps=args.steps, batch=args.batch, lambda_id=args.lambda_id)
         start = time.perf_counter()

@@ -15,10 +15,11 @@ the one in --weights). With --expressions, expression attributes (Smiling...) mo
 codes as `s3edit apply` does, so every editor edits them alike; without it, every attribute goes
 through the editor's identity edit (the papers' setting). Editors reach different target
 changes at the same --scale, so with several scales a last table compares them at equal target
-change: each editor's metrics are interpolated, per attribute, at the target change the first
-editor reaches at each scale. Rows (with each attribute's mean change) go to OUT/rows.jsonl as
-they are measured and a rerun skips those already there, so a stopped run resumes and a later
-run can add editors or scales. A benchmark, not a test.
+change: each editor's metrics are interpolated, per attribute and clip, at the target change
+the first editor reaches there at each scale, then given as mean ± sd over clips with the
+paired difference from the first editor. Rows (with each attribute's mean change) go to
+OUT/rows.jsonl as they are measured and a rerun skips those already there, so a stopped run
+resumes and a later run can add editors or scales. A benchmark, not a test.
 """
 
 from __future__ import annotations

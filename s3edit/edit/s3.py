@@ -34,7 +34,7 @@ the hair and background). Each group has a gate: the edit is x + keep * (T(u) - 
 gate of each dimension's region (the target's own value is always written), so a switched-off
 group leaves its region of the code as it was, the linear step's share included. Training
 switches off the groups that change most where the cluster's attributes should not (see
-`region_scores`). The target logit is then completed within the written attribute values
+`S3Editor.over_editing`). The target logit is then completed within the written attribute values
 (along v's part there), not along v: the slide would write the switched-off regions back.
 """
 
@@ -201,7 +201,7 @@ class S3Editor(BatchEditor):
         return scores / edits.repeat_interleave(regions)
 
     def edit_plan(self, z: torch.Tensor, attr: torch.Tensor, gamma: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Standardised codes x, the change the transform makes to them, the target logit's
         unit normal v (raw code space) and the value k of v . y the edit must reach."""
         c = self.classifier

@@ -1,4 +1,4 @@
-"""Structured sparsity: whole groups of hidden neurons switched off during training.
+"""Structured sparsity: whole groups of parameters switched off during training.
 
 A group is a block of hidden neurons of one transform (their incoming weights and biases and
 their outgoing weights), or what one transform writes into one region of the code
@@ -112,7 +112,7 @@ class GroupSparseOptimizer:
         want = math.ceil(self.goal * period / self.periods) - int((~self.active).sum())
         if want <= 0:
             return
-        # Per-element RMS, so that groups of different sizes compare fairly.
+        # Without scores, the smallest per-element RMS first (fair across group sizes).
         scores = (self.scores() if self.scores is not None
                   else -self.group_norms() / self.sizes.sqrt()).float().clone()
         scores[~self.active] = -math.inf

@@ -201,7 +201,7 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
                clip_sample: bool = False, reference: torch.Tensor | None = None,
                guidance: float = 1.0, bf16: bool = False, eta: float = 0.0,
                noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Deterministic DDIM sampling (eta = 0) from a noise map to an image in [-1, 1],
+        """DDIM sampling (deterministic unless `eta` > 0) from a noise map to an image in [-1, 1],
         differentiable in z_face when gradients are on (the editors' decoded-face losses).
 
         `clip_sample` clips each step's predicted x0 to [-1, 1]: it steadies generation from
