@@ -447,6 +447,19 @@ def test_training_with_attributes_needs_labels(run_s3edit, tmp_path: Path) -> No
     assert not (tmp_path / "run").exists()
 
 
+def test_editor_without_self_training_refuses_unlabelled_clips(run_s3edit, shared_data: Path,
+                                                                 tmp_path: Path) -> None:
+    """Without pseudo-edits the S3Editor transforms learn the labelled edits alone, so video
+    codes (no labels) are refused up front, before any classifier is trained."""
+    proc = run_s3edit("train", "editor", "--editor", "s3", "--no-self-training",
+                      "--data", shared_data / "CelebAMask-HQ-128",
+                      "--data", shared_data / "videos" / "liveportrait" / "driving",
+                      "--out", tmp_path / "run")
+    assert proc.returncode == 2
+    error_message(proc, "no labels")
+    assert not (tmp_path / "run").exists()
+
+
 # --- Inputs that must work ----------------------------------------------------------------------
 #
 # One --out-dir run over a folder (with spaces and accents in its name) of awkward clips: one

@@ -256,16 +256,21 @@ def test_save_load_round_trip_gives_identical_edits(request, data, tmp_path: Pat
 
 
 def test_s3_ablations_train(data):
-    codes, _, classifier = data
-    model, reached = fit_s3(codes, classifier, S3TrainConfig(
-        clusters=1, sparsity=0.0, self_training=False, steps=20, batch=64, hidden=16),
-        progress=False)
+    codes, labels, classifier = data
+    cfg = S3TrainConfig(clusters=1, sparsity=0.0, self_training=False, steps=20, batch=64,
+                        hidden=16)
+    with pytest.raises(UsageError, match="labels"):
+        fit_s3(codes, classifier, cfg, progress=False)
+    model, reached = fit_s3(codes, classifier, cfg, progress=False, labels=labels)
     assert reached == 0 and model.active.all() and (model.cluster_of == 0).all()
     z = codes[:50]
     i = classifier.index("Smiling")
     with torch.no_grad():
         assert (classifier(S3Editor(model, classifier).edit(z, "Smiling", 0.5))[:, i]
                 > classifier(z)[:, i]).all()
+    # Labelled edits are edits: the factor on the target's move learns (with gamma = 0, the
+    # old stand-in for this ablation, it got no gradient and stayed at its initial value).
+    assert not torch.equal(model.b3[:, -1], torch.full_like(model.b3[:, -1], -4.0))
 
 
 def test_faithfulness_rewards_the_target_and_punishes_the_others():

@@ -200,7 +200,9 @@ def train_editor_cmd(
                              "eyes, mouth, face, hair (regions; those that change most where "
                              "the cluster's attributes should not are switched off first).")]
     = SparseGroups.neurons,
-    self_training: Annotated[bool, typer.Option(help="s3: learn from pseudo-edited pairs.")]
+    self_training: Annotated[bool, typer.Option(help="s3: learn from pseudo-edits (random "
+                             "attribute and strength); off, only from the edits the CelebA "
+                             "labels define.")]
     = S3.self_training,
     holdout_attrs: Annotated[list[str] | None, typer.Option(help="s3: attributes left out of "
                              "training (edited through their nearest cluster).")] = None,
@@ -233,6 +235,9 @@ def train_editor_cmd(
 
     try:
         sources = editor_data(data)
+        if editor is EditorName.s3 and not self_training and sources.videos:
+            raise UsageError("--no-self-training learns the labelled edits of CelebA faces "
+                             "alone; the clips' codes have no labels (drop the video --data)")
         split = {"holdout": holdout, "limit": limit}
         encoder = None if attribute_encoder is None else load_attribute_encoder(attribute_encoder)
         with launched_accelerator("cpu") as accelerator:

@@ -41,7 +41,7 @@ class S3TrainConfig(TransformTrainConfig):
     # What a group is: a block of hidden neurons ("neurons"), or what a transform writes into
     # a region of the code ("regions", see s3edit.edit.s3).
     groups: str = "neurons"
-    self_training: bool = True  # learn from pseudo-edited pairs
+    self_training: bool = True  # learn from pseudo-edits; off, only from labelled edits
     holdout_attrs: tuple[str, ...] = ()  # left out of training, edited through their cluster
     # Weigh each other attribute in L_faith by 1 - |correlation| with the edited one.
     faith_correlation: bool = False

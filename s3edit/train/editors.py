@@ -352,17 +352,20 @@ def train_lt(data: Path, out: Path, classifier_dir: Path, cfg: LtTrainConfig | N
 
 def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
            cfg: S3TrainConfig | None = None, progress: bool = True,
-           accelerator: Accelerator | None = None) -> tuple[S3Transform, float]:
-    """Train the S3Editor transforms on unlabelled clip codes (N, D); returns them and the group
+           accelerator: Accelerator | None = None,
+           labels: torch.Tensor | None = None) -> tuple[S3Transform, float]:
+    """Train the S3Editor transforms on clip codes (N, D); returns them and the group
     sparsity reached.
 
     Self-training: each step draws codes, a seen attribute a and gamma ~ U(-1, 1), and trains
     T on the pseudo-edit T(x + gamma*sqrt(d)*a) with
-    lambda_id * L_id + lambda_faith * L_faith + lambda_gen * L_gen (editor_losses.py).
-    With self_training=False gamma is always 0: T only learns to reproduce real codes under
-    the same losses (its factor on the target's move gets no gradient and stays at its
-    initial 1.02), and edits are the linear step followed by that T, which never saw an
-    edited code - the ablation without pseudo-edited pairs.
+    lambda_id * L_id + lambda_faith * L_faith + lambda_gen * L_gen (editor_losses.py). The
+    codes need no labels.
+    With self_training=False (the ablation without pseudo-edits) T learns only the edits the
+    CelebA `labels` (N, 40) define, as a supervised editor does: a face without a is edited
+    toward having it (gamma = +1), one with it toward losing it (gamma = -1), under the same
+    losses and for as many steps; no random attribute strength, no edit toward a state the
+    face is already in.
     Default lambdas (id 100, faith 1, gen 1): L_faith sums probability changes over 39
     attributes (about 6 for a linear edit at scale 0.5) while L_id = 1 - cos is about 0.02
     for it, so L_id needs about 100 to weigh as much; lower trades identity for fewer
@@ -388,6 +391,8 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
     if unknown:
         raise UsageError(f"unknown held-out attributes: {', '.join(sorted(unknown))}")
     _check_dims(classifier, codes)
+    if not cfg.self_training and (labels is None or len(labels) != len(codes)):
+        raise UsageError("training without self-training needs the labels of every code")
     classifier.requires_grad_(False)  # frozen: it grades the edits
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -407,6 +412,8 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
             faith_weight = 1 - label_correlation(classifier(codes).sigmoid()).abs()
         faith_weight.fill_diagonal_(0)
     seen_index = seen.nonzero().flatten()
+    if labels is not None:  # columns in the classifier's attribute order
+        labels = labels[:, [ATTRIBUTES.index(a) for a in attributes]].float()
     scores = None
     if cfg.groups == "regions":
         # Region groups are ranked by the change they make where the edit should leave the
@@ -431,7 +438,7 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
             z, x = codes[rows], x_all[rows]
             attr = seen_index[torch.randint(len(seen_index), (total,), generator=gen)[mine]]
             gamma = (torch.rand(total, generator=gen)[mine] * 2 - 1 if cfg.self_training
-                     else torch.zeros(len(rows)))
+                     else 1 - 2 * labels[rows, attr])
             edited = editor.edit_batch(z, attr, gamma)
             with torch.no_grad():
                 p0 = classifier(z).sigmoid()
@@ -464,8 +471,9 @@ def train_s3(data: Path, out: Path, classifier_dir: Path, cfg: S3TrainConfig | N
         train, held = labelled_codes(data, holdout, limit, attribute_encoder)
         video = (torch.zeros(0, train.codes.shape[1]) if videos is None
                  else video_identity_codes(videos, attribute_encoder=attribute_encoder))
-    pool = torch.cat([train.codes, video])
-    model, reached = fit_s3(pool, classifier, cfg, progress, accelerator)
+    pool = torch.cat([train.codes, video])  # the labelled codes alone without --videos
+    model, reached = fit_s3(pool, classifier, cfg, progress, accelerator,
+                            None if cfg.self_training else train.labels)
     folder = out / "s3"
     if not is_main(accelerator):
         return folder
