@@ -351,8 +351,8 @@ def preview(
     overwrite: Annotated[bool, typer.Option()] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Original, reconstruction and edit of one frame side by side, with the face box and
-    landmarks drawn on the original.
+    """One frame side by side: the original (face box and landmarks drawn), its reconstruction
+    and edit at the model's resolution, and the edited frame as apply writes it.
 
     Example: s3edit preview in.mp4 --frame 30 --attr smiling --scale 0.8 -o preview.png
     """

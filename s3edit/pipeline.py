@@ -417,18 +417,22 @@ class Pipeline:
                 labels = parser(np.stack([align_crop(frame, track.squares[t], parser.size)
                                           for t, frame in batch.todo]))
         for i, (t, frame) in enumerate(batch.todo):
-            crop = batch.inputs.crops[i]
-            with self.timer("mask"):
-                if labels is None:
-                    mask = face_mask(track.mesh[t], frame.shape[:2], attr=options.attr)
-                else:
-                    mask = parsed_face_mask(labels[i], track.squares[t], track.mesh[t],
-                                            frame.shape[:2], attr=options.attr)
-            with self.timer("paste back"):
-                if options.blend == "plain":
-                    edited[t] = paste_back(frame, np.clip(crop + batch.delta[i], 0, 255),
-                                           track.squares[t], mask)
-                else:
-                    edited[t] = paste_back(frame, crop + batch.delta[i], track.squares[t],
-                                           mask, reconstructed_crop=crop)
+            edited[t] = self.paste_face(frame, batch.inputs.crops[i], batch.delta[i],
+                                        track.squares[t], track.mesh[t], options,
+                                        None if labels is None else labels[i])
         return [edited.get(t, frame) for t, frame in batch.frames]
+
+    def paste_face(self, frame: np.ndarray, crop: np.ndarray, delta: np.ndarray,
+                   square: np.ndarray, mesh: np.ndarray, options: EditOptions,
+                   labels: np.ndarray | None = None) -> np.ndarray:
+        """One frame with the edit's change `delta` to its aligned `crop` pasted back through
+        the face mask (`labels`: the face parsing of the crop, for the parsed mask)."""
+        with self.timer("mask"):
+            if labels is None:
+                mask = face_mask(mesh, frame.shape[:2], attr=options.attr)
+            else:
+                mask = parsed_face_mask(labels, square, mesh, frame.shape[:2], attr=options.attr)
+        with self.timer("paste back"):
+            if options.blend == "plain":
+                return paste_back(frame, np.clip(crop + delta, 0, 255), square, mask)
+            return paste_back(frame, crop + delta, square, mask, reconstructed_crop=crop)

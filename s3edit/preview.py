@@ -1,4 +1,5 @@
-"""`s3edit preview`: one frame's original, reconstruction and edit, side by side."""
+"""`s3edit preview`: one frame's original, its reconstruction and edit at the model's
+resolution, and the edited frame as `s3edit apply` writes it, side by side."""
 
 from __future__ import annotations
 
@@ -9,17 +10,35 @@ import numpy as np
 
 from s3edit.errors import NoFaceError, S3EditError
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
-from s3edit.face.landmarks import FaceDetector
+from s3edit.face.landmarks import Face, FaceDetector
+from s3edit.model.inputs import ModelInput
+from s3edit.options import EditOptions
 from s3edit.pipeline import Pipeline
 from s3edit.video import probe, read_frames
 
 PANEL = 256
 
 
+def edited_frame(pipeline: Pipeline, frame: np.ndarray, face: Face, inputs: ModelInput,
+                 edited_crop: np.ndarray, attr: str) -> np.ndarray:
+    """The frame as `s3edit apply` writes it at its defaults: what the edit changed in the
+    aligned crop (`edited_crop` from `Pipeline.decode_face`), pasted back through apply's mask
+    for `attr`. At the model's resolution a spectacle rim is a pixel or two wide; here it is
+    seen at the frame's."""
+    options = EditOptions(attr)
+    square = square_from_landmarks(face.lm68)
+    parser = pipeline.parser(options.mask)
+    labels = None if parser is None else parser(align_crop(frame, square, parser.size)[None])[0]
+    crop = inputs.crops[0].astype(np.float32)
+    return pipeline.paste_face(frame, crop, edited_crop.astype(np.float32) - crop, square,
+                               face.mesh, options, labels)
+
+
 def render_preview(video: Path, frame_number: int, attr: str, scale: float, pipeline: Pipeline,
                    output: Path) -> None:
-    """Write a PNG of one frame: the original with its face box and landmarks, then the face
-    as the model reconstructs it and as the edit decodes it."""
+    """Write a PNG of one frame: the original with its face box and landmarks, the face as
+    the model reconstructs it and as the edit decodes it, then the edited frame (the same cut
+    as the original)."""
     info = probe(video)
     if frame_number >= info.frame_count:
         raise S3EditError(f"{video}: frame {frame_number} is past the end "
@@ -42,8 +61,13 @@ def render_preview(video: Path, frame_number: int, attr: str, scale: float, pipe
     cv2.rectangle(annotated, tuple(box[0]), tuple(box[1]), (255, 0, 0), 1)
     panels = [annotated] + [cv2.resize(img, (PANEL, PANEL), interpolation=cv2.INTER_CUBIC)
                             for img in (recon, edited)]
+    panels.append(align_crop(edited_frame(pipeline, frame, face, inputs, edited, attr), square,
+                             PANEL))
     strip = np.hstack(panels)
-    for i, label in enumerate(["original", "reconstruction", f"{attr} {scale:+g}"]):
+    res = pipeline.model.resolution
+    labels = ["original", f"reconstruction ({res} px)", f"{attr} {scale:+g} ({res} px)",
+              "in the frame"]
+    for i, label in enumerate(labels):
         cv2.putText(strip, label, (i * PANEL + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                     (255, 255, 255), 1, cv2.LINE_AA)
     if not cv2.imwrite(str(output), strip[:, :, ::-1]):

@@ -18,10 +18,9 @@ import numpy as np
 from s3edit.edit.attributes import resolve_attribute
 from s3edit.face.align import align_crop, square_from_landmarks
 from s3edit.face.landmarks import FaceDetector
-from s3edit.face.mask import face_mask
-from s3edit.face.paste import paste_back
 from s3edit.options import DEFAULT_GUIDANCE
 from s3edit.pipeline import Pipeline
+from s3edit.preview import edited_frame
 from s3edit.video import probe, read_frames
 
 CELL = 256
@@ -64,10 +63,8 @@ def main() -> None:
             cells = [face_cell(frame, square)]
             for attr, scale in edits:
                 out = pipeline.decode_face(code, inputs, latents, attr, scale)
-                mask = face_mask(face.mesh, frame.shape[:2], attr=attr)
-                # As apply's default --blend residual: the change against the input crop.
-                cells.append(face_cell(paste_back(frame, out, square, mask,
-                                                  reconstructed_crop=inputs.crops[0]), square))
+                cells.append(face_cell(edited_frame(pipeline, frame, face, inputs, out, attr),
+                                       square))
             rows.append(np.hstack(cells))
     strip = np.vstack(rows)
     labels = ["original"] + [f"{a} {s:+g}" for a, s in edits]

@@ -50,19 +50,35 @@ def test_scale_zero_residual_blend_returns_the_input(run_s3edit, short_clip, tmp
     assert psnr(frames(short_clip), frames(out)) > 40  # only the video codec's loss
 
 
-def test_preview_shows_original_reconstruction_and_edit(run_s3edit, short_clip, tmp_path):
+def test_preview_shows_original_reconstruction_edit_and_the_edited_frame(run_s3edit, short_clip,
+                                                                          tmp_path):
+    from s3edit.face.align import align_crop, square_from_landmarks
+    from s3edit.face.landmarks import FaceDetector
+
     out = tmp_path / "preview.png"
     args = ("preview", short_clip, "--frame", "5", "--attr", "young", "--scale", "1",
             "--device", "cpu", "-o", out)
     proc = run_s3edit(*args, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    strip = cv2.imread(str(out))
-    assert strip.shape == (256, 768, 3)
-    original, recon, edit = (strip[40:, i * 256:(i + 1) * 256].astype(float) for i in range(3))
+    strip = cv2.imread(str(out))[:, :, ::-1]
+    assert strip.shape == (256, 1024, 3)
+    original, recon, edit, in_frame = (strip[40:, i * 256:(i + 1) * 256].astype(float)
+                                       for i in range(4))
     # Below the labels: the reconstruction is the same face as the original panel (landmark
     # dots aside), and the edit differs from the reconstruction.
     assert np.abs(recon - original).mean() < 20
     assert np.abs(edit - recon).mean() > 0.5
+    # The last panel is the frame with the edit pasted in, cut as the original panel is: the
+    # same picture, changed on the face and untouched outside the mask (the corners).
+    frame = frames(short_clip)[5]
+    with FaceDetector(video=False) as detect:
+        face = max(detect(frame), key=lambda f: f.area)
+    unedited = align_crop(frame, square_from_landmarks(face.lm68), 256)[40:].astype(float)
+    assert np.abs(in_frame - unedited).mean() < 20
+    for corner in (np.s_[-24:, :24], np.s_[-24:, -24:]):
+        np.testing.assert_array_equal(in_frame[corner], unedited[corner])
+    face_box = np.s_[60:180, 70:186]
+    assert np.abs(in_frame[face_box] - unedited[face_box]).mean() > 0.5
     again = run_s3edit(*args, timeout=600)
     assert again.returncode != 0 and "exists" in again.stderr
 
