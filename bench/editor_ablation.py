@@ -48,6 +48,7 @@ from s3edit.edit.s3 import S3Editor, S3Transform
 from s3edit.metrics.evaluate import evaluate_pair
 from s3edit.model.face_model import FaceModel
 from s3edit.options import (
+    BLENDS,
     DEFAULT_ETA,
     DEFAULT_GUIDANCE,
     DEFAULT_KEYFRAME_EVERY,
@@ -216,6 +217,7 @@ def main() -> None:
     p.add_argument("--keyframe-every", type=int, default=DEFAULT_KEYFRAME_EVERY,
                    help="apply's --keyframe-every (1: the model on every frame)")
     p.add_argument("--precision", default=DEFAULT_PRECISION, help="apply's --precision")
+    p.add_argument("--blend", default=BLENDS[0], choices=BLENDS, help="apply's --blend")
     p.add_argument("--weights", type=Path, default=default_weights_dir())
     p.add_argument("--expressions", action="store_true",
                    help="edit expression attributes through the landmark codes, as apply does")
@@ -249,8 +251,9 @@ def main() -> None:
                 if (clip_name, attr, label, scale) in done:
                     continue
                 edited = src.with_suffix(f".{attr}.{label.replace(' ', '_')}.{scale}.mp4")
-                opts = EditOptions(attr, scale, keyframe_every=args.keyframe_every,
-                                   overwrite=True, audio=False)
+                opts = EditOptions(attr, scale, blend=args.blend,
+                                   keyframe_every=args.keyframe_every, overwrite=True,
+                                   audio=False)
                 edit_start = time.perf_counter()
                 writer = VideoWriter(edited, info, audio_from=None, overwrite=True)
                 pipeline.editor = editor
@@ -267,8 +270,8 @@ def main() -> None:
                     f.write(json.dumps(row) + "\n")
                 print(f"{clip_name} {attr} {label}: " + ", ".join(
                     f"{k} {row[k]}" for k in (*METRICS, "edit_seconds")), flush=True)
-    print(f"\nfirst {args.frames} frames, {args.steps} steps, refine "
-          f"{args.refine}, eta {args.eta}, keyframes every {args.keyframe_every}, measured "
+    print(f"\nfirst {args.frames} frames, {args.steps} steps, refine {args.refine}, eta "
+          f"{args.eta}, blend {args.blend}, keyframes every {args.keyframe_every}, measured "
           f"every {args.every} frames; edit s = decoding the edit, pasting back and "
           "encoding, and for the first edit of a clip its inversion (cached for the "
           f"others); tracking, done once per clip, took "

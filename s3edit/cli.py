@@ -71,7 +71,7 @@ Landmarks = Enum("Landmarks", {name: name for name in LANDMARKS}, type=str)
 Mask = Enum("Mask", {name: name for name in MASKS}, type=str)
 DEFAULT_PRECISION_CHOICE = Precision(DEFAULT_PRECISION)
 DEFAULTS = EditOptions("Eyeglasses")  # apply's defaults are the library's
-DEFAULT_BLEND = Blend(DEFAULTS.blend)
+DEFAULT_BLEND = Blend(BLENDS[0])  # "auto": EditOptions resolves it for the scale
 DEFAULT_EDITOR_CHOICE = EditorName(DEFAULT_EDITOR)
 DEFAULT_LANDMARKS = Landmarks(DEFAULTS.landmarks)
 DEFAULT_MASK = Mask(MASKS[0])  # "auto": EditOptions resolves it for the attribute
@@ -145,10 +145,14 @@ def apply(
     guidance: Annotated[float, typer.Option(min=0, max=20, help=GUIDANCE_HELP)]
     = DEFAULT_GUIDANCE,
     eta: Annotated[float, typer.Option(min=0, max=1, help=ETA_HELP)] = DEFAULT_ETA,
-    blend: Annotated[Blend, typer.Option(help="residual: add the edit's change (edit minus "
-                     "the input crop) onto the original face, keeping its detail; "
+    blend: Annotated[Blend, typer.Option(help="auto: adaptive when removing something worn "
+                     "(eyeglasses, a hat...), residual otherwise; residual: add the edit's "
+                     "change (edit minus the input crop) onto the original face, keeping its "
+                     "detail; "
                      "residual-decoded: the change from the decoded reconstruction instead "
-                     "(one more decode a frame); plain: paste the decoded face.")]
+                     "(one more decode a frame); plain: paste the decoded face; adaptive: "
+                     "residual, but the decoded face where the edit changes it strongly, so "
+                     "that what the edit removes (glasses) does not show through.")]
     = DEFAULT_BLEND,
     face_index: Annotated[int | None, typer.Option(min=0, help="Face to edit, numbered left "
                           "to right on the first frame with faces (default: the largest).")]

@@ -28,8 +28,20 @@ DEFAULT_KEYFRAME_EVERY = 4
 DEFAULT_EDITOR = "s3"  # it measures better than linear and lt at equal target change
 EDITORS = ("linear", "lt", "s3")
 # residual: the edit's change (decoded edit minus input crop) added onto the frame;
-# residual-decoded: the change against a decoded reconstruction; plain: the decoded face.
-BLENDS = ("residual", "residual-decoded", "plain")
+# residual-decoded: the change against a decoded reconstruction; plain: the decoded face;
+# adaptive: residual, but the decoded face where the edit changes the crop strongly, so that
+# what the edit removes (sharp spectacle frames) does not show through from the frame; auto:
+# adaptive where the edit takes off something worn (eyeglasses, hats...), residual otherwise.
+# Removing eyeglasses, residual leaves the frames on; adding them, adaptive blurs the eyes
+# under the drawn rims (identity 0.967 -> 0.935 on liveportrait d0), and making a face older
+# it costs identity too (0.982 -> 0.972 on dpe s; bench/README.md, stop 23).
+BLENDS = ("auto", "residual", "residual-decoded", "plain", "adaptive")
+WORN = ("Eyeglasses", "Wearing_Earrings", "Wearing_Hat", "Wearing_Necklace", "Wearing_Necktie")
+# A crop pixel's change (0-255) from which adaptive starts dropping the frame's detail, and
+# where it has dropped it: over the model's reconstruction error (about 40 dB, a change of 2-3)
+# and the faint change an edit spreads over the whole face. On liveportrait d13 (glasses) at
+# eyeglasses -0.6, (4, 12) blurred the whole face and (10, 30) left the frames showing.
+ADAPTIVE_DETAIL_KNEE = (6.0, 20.0)
 # Where the 68 landmarks and the paste mask come from: mediapipe's mesh, whose weights ship in
 # its wheel, or the optional backends, face-alignment's FAN and facexlib's BiSeNet parsing
 # (s3edit/face/backends.py), whose weights the user supplies. The mask "auto" is the mesh's,
@@ -61,7 +73,7 @@ class EditOptions:
 
     attr: str
     scale: float = 0.5
-    blend: str = "residual"
+    blend: str = "auto"
     face_index: int | None = None  # counted left to right on the first frame; None: largest
     # Keyframes per model batch. Torch's threads sleep between kernels here (see
     # s3edit/__init__.py), which costs least on big batches: a batch of 8 crops ran 7.0 s
@@ -90,6 +102,8 @@ class EditOptions:
                              f"{', '.join(LANDMARKS)}")
         if self.mask not in MASKS:
             raise UsageError(f"unknown mask {self.mask!r}: choose from {', '.join(MASKS)}")
+        if self.blend == "auto":
+            self.blend = "adaptive" if self.scale < 0 and self.attr in WORN else "residual"
         if self.mask == "auto":
             self.mask = "bisenet" if hair_attribute(self.attr) and _bisenet_present() else "mesh"
         if self.keyframe_every < 1:

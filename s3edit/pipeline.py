@@ -43,6 +43,7 @@ from s3edit.model.codes import clip_code, identity_code
 from s3edit.model.face_model import FaceModel, load_face_model
 from s3edit.model.inputs import ModelInput, model_input, to_model_range, to_uint8
 from s3edit.options import (
+    ADAPTIVE_DETAIL_KNEE,
     DEFAULT_EDITOR,
     DEFAULT_ETA,
     DEFAULT_GUIDANCE,
@@ -435,4 +436,6 @@ class Pipeline:
         with self.timer("paste back"):
             if options.blend == "plain":
                 return paste_back(frame, np.clip(crop + delta, 0, 255), square, mask)
-            return paste_back(frame, crop + delta, square, mask, reconstructed_crop=crop)
+            knee = ADAPTIVE_DETAIL_KNEE if options.blend == "adaptive" else None
+            return paste_back(frame, crop + delta, square, mask, reconstructed_crop=crop,
+                              replace_detail=knee)

@@ -20,12 +20,12 @@ PANEL = 256
 
 
 def edited_frame(pipeline: Pipeline, frame: np.ndarray, face: Face, inputs: ModelInput,
-                 edited_crop: np.ndarray, attr: str) -> np.ndarray:
+                 edited_crop: np.ndarray, attr: str, scale: float) -> np.ndarray:
     """The frame as `s3edit apply` writes it at its defaults: what the edit changed in the
     aligned crop (`edited_crop` from `Pipeline.decode_face`), pasted back through apply's mask
     for `attr`. At the model's resolution a spectacle rim is a pixel or two wide; here it is
     seen at the frame's."""
-    options = EditOptions(attr)
+    options = EditOptions(attr, scale)
     square = square_from_landmarks(face.lm68)
     parser = pipeline.parser(options.mask)
     labels = None if parser is None else parser(align_crop(frame, square, parser.size)[None])[0]
@@ -61,8 +61,8 @@ def render_preview(video: Path, frame_number: int, attr: str, scale: float, pipe
     cv2.rectangle(annotated, tuple(box[0]), tuple(box[1]), (255, 0, 0), 1)
     panels = [annotated] + [cv2.resize(img, (PANEL, PANEL), interpolation=cv2.INTER_CUBIC)
                             for img in (recon, edited)]
-    panels.append(align_crop(edited_frame(pipeline, frame, face, inputs, edited, attr), square,
-                             PANEL))
+    panels.append(align_crop(edited_frame(pipeline, frame, face, inputs, edited, attr, scale),
+                             square, PANEL))
     strip = np.hstack(panels)
     res = pipeline.model.resolution
     labels = ["original", f"reconstruction ({res} px)", f"{attr} {scale:+g} ({res} px)",

@@ -63,8 +63,8 @@ def main() -> None:
             cells = [face_cell(frame, square)]
             for attr, scale in edits:
                 out = pipeline.decode_face(code, inputs, latents, attr, scale)
-                cells.append(face_cell(edited_frame(pipeline, frame, face, inputs, out, attr),
-                                       square))
+                edited = edited_frame(pipeline, frame, face, inputs, out, attr, scale)
+                cells.append(face_cell(edited, square))
             rows.append(np.hstack(cells))
     strip = np.vstack(rows)
     labels = ["original"] + [f"{a} {s:+g}" for a, s in edits]

@@ -266,6 +266,30 @@ def test_residual_paste():
         paste_back(frame, brighter, square, mask, reconstructed_crop=reconstructed[:128])
 
 
+def test_replace_detail_drops_what_the_edit_removed_and_keeps_the_rest():
+    """A thin dark rim (a spectacle frame) that the edit removes at the model's 64 px: the
+    residual paste lets the sharp rim show through, replace_detail takes it out, and away from
+    the edit both pastes are the same."""
+    clean, square, mask, mesh = _scene()
+    nose = np.round(mesh[1]).astype(int)
+    framed = clean.copy()
+    rim_rows = slice(nose[1] - 40, nose[1] - 38)
+    framed[rim_rows, nose[0] - 60:nose[0] + 60] = 20
+    reconstructed = align_crop(framed, square, 64).astype(np.float32)
+    edited = align_crop(clean, square, 64).astype(np.float32)  # the rim gone, nothing else
+    residual = paste_back(framed, edited, square, mask, reconstructed_crop=reconstructed)
+    adaptive = paste_back(framed, edited, square, mask, reconstructed_crop=reconstructed,
+                          replace_detail=(6.0, 20.0))
+    rim = (rim_rows, slice(nose[0] - 50, nose[0] + 50))
+    left_over = np.abs(residual[rim].astype(int) - clean[rim]).mean()
+    assert left_over > 30  # the residual paste leaves the rim's sharp core
+    assert np.abs(adaptive[rim].astype(int) - clean[rim]).mean() < left_over / 4
+    far = mask > 0
+    far[nose[1] - 80:nose[1], :] = False  # well away from the rim and its blur
+    np.testing.assert_array_equal(adaptive[far], residual[far])
+    np.testing.assert_array_equal(adaptive[mask == 0], framed[mask == 0])
+
+
 # --- real clips -------------------------------------------------------------------------------
 
 def _frames(path: Path, count: int) -> list[np.ndarray]:

@@ -119,3 +119,12 @@ def test_edit_options_check_what_they_are_given():
         EditOptions("spectacles")
     with pytest.raises(UsageError, match="editor"):
         Pipeline.from_weights(editor="nope", no_model=True)
+
+
+def test_the_auto_blend_drops_the_frames_detail_only_when_taking_something_worn_off():
+    assert EditOptions("eyeglasses", -0.6).blend == "adaptive"
+    assert EditOptions("wearing_hat", -1).blend == "adaptive"
+    assert EditOptions("young", -0.6).blend == "residual"
+    assert EditOptions("eyeglasses", 0.6).blend == "residual"
+    assert EditOptions("eyeglasses", 0).blend == "residual"
+    assert EditOptions("eyeglasses", -0.6, blend="residual").blend == "residual"

@@ -4,23 +4,31 @@ Two ways. Plain: warp the edited crop back and blend it in under the mask; the f
 carries the crop's resolution and the autoencoder's reconstruction error. Residual: warp back
 only the change the edit made (edited minus the autoencoder's reconstruction of the same crop)
 and add it to the frame, so the frame keeps its own detail and every pixel the edit did not
-touch stays as it was. Either way pixels where the mask is 0 are copied bit for bit, and all the
-work happens inside the mask's bounding box.
+touch stays as it was. Residual keeps the frame's detail also where the edit takes something
+away: sharp spectacle frames the model removed at its resolution still show through. With
+`replace_detail` the frame's detail (the frame minus the warped crop) is dropped where the edit
+changes the crop strongly. Either way pixels where the mask is 0 are copied bit for bit, and all
+the work happens inside the mask's bounding box.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from s3edit.face.align import uncrop
 
 
 def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np.ndarray, *,
-               reconstructed_crop: np.ndarray | None = None) -> np.ndarray:
+               reconstructed_crop: np.ndarray | None = None,
+               replace_detail: tuple[float, float] | None = None) -> np.ndarray:
     """The frame (uint8, h x w [x c]) with the edited `crop` of `square` blended in.
 
     `mask` is (h, w) in [0, 1] at the frame's resolution. Giving `reconstructed_crop` (the
     autoencoder's reconstruction of the crop without an edit) switches to residual mode.
+    `replace_detail` (residual mode only) = (low, high): where the change of a crop pixel
+    (largest over channels, in 0-255 units, smoothed over a pixel) is above `low`, the frame's
+    own detail is faded out, entirely above `high`, so the face there is the edited crop.
     """
     if mask.shape != frame.shape[:2]:
         raise ValueError(f"mask is {mask.shape}, frame is {frame.shape[:2]}")
@@ -51,6 +59,14 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np
     else:
         change = crop.astype(np.float32) - reconstructed_crop.astype(np.float32)
         blended = base + _warp(change, local, box_shape, frame.ndim) * m
+        if replace_detail is not None:
+            low, high = replace_detail
+            strength = cv2.GaussianBlur(np.abs(change).max(axis=-1) if change.ndim == 3
+                                        else np.abs(change), (0, 0), 1.0)
+            fade = np.clip((strength - low) / (high - low), 0, 1)
+            detail = base - _warp(reconstructed_crop.astype(np.float32), local, box_shape,
+                                  frame.ndim)
+            blended -= _warp(fade, local, box_shape, frame.ndim) * m * detail
 
     pasted = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1] = np.where(m > 0, pasted, frame[y0:y1, x0:x1])
