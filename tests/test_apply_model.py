@@ -5,7 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from helpers import PCAVS_CLIP, ffmpeg, psnr, shared_clip
+from helpers import PCAVS_CLIP, PORTRAIT_CLIP, ffmpeg, psnr, shared_clip
 
 from s3edit.video import probe, read_frames
 from s3edit.weights import REPO_WEIGHTS, autoencoder_dir
@@ -118,6 +118,31 @@ def test_smiling_moves_the_landmarks_and_the_face_smiles(run_s3edit, short_clip,
     result = evaluate_pair(short_clip, out, "Smiling", every=4)
     assert result["target_change"] > 0.1
     assert result["identity"] > 0.9
+
+
+def test_taking_glasses_off_removes_the_frames_the_residual_paste_leaves_on(run_s3edit,
+                                                                            shared_data,
+                                                                            tmp_path):
+    """liveportrait d13 wears glasses. The default blend for a negative eyeglasses edit drops
+    the frame's own detail where the edit changes the face, so the sharp rims go with the
+    model's; the residual paste keeps them (bench/README.md, stop 23)."""
+    from s3edit.metrics.evaluate import evaluate_pair
+
+    clip = tmp_path / "glasses.mp4"
+    # Frames 12-23, where the glasses face the camera and the classifier is sure of them.
+    ffmpeg("-i", shared_clip(shared_data, PORTRAIT_CLIP), "-vf",
+           "trim=start_frame=12:end_frame=24,setpts=PTS-STARTPTS", "-an", clip)
+    after = {}
+    for blend in ("auto", "residual"):
+        out = tmp_path / f"{blend}.mp4"
+        apply(run_s3edit, clip, out, "--scale", "-0.6", "--blend", blend, steps=10)
+        result = evaluate_pair(clip, out, "Eyeglasses", every=3)
+        assert result["identity"] > 0.96
+        after[blend] = np.mean(result["per_frame"]["target_edited"])
+    before = np.mean(result["per_frame"]["target_original"])
+    assert before > 0.7
+    assert after["auto"] < 0.2
+    assert after["residual"] > 0.25
 
 
 def test_stochastic_decoding_changes_only_what_the_edit_changes(run_s3edit, short_clip,
