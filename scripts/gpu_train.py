@@ -26,8 +26,11 @@ from pathlib import Path
 
 import torch
 
-from s3edit.model.autoencoder import DiffusionFaceAutoencoder
-from s3edit.train.autoencoder import AutoencoderTrainConfig, train_autoencoder
+from s3edit.train.autoencoder import (
+    AutoencoderTrainConfig,
+    checkpoint_resolution,
+    train_autoencoder,
+)
 from s3edit.train.pack import save_bf16
 from s3edit.weights import REPO_WEIGHTS, manifest
 
@@ -64,6 +67,9 @@ def main() -> None:
                    help="weights a fresh run folder starts from")
     p.add_argument("--step", type=int, default=None,
                    help="the step count --start is at (default: the committed weights')")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="the pack's resolution (default: the checkpoint's); another one than "
+                        "the checkpoint's fine-tunes it there")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--fusion-lr-scale", type=float, default=10.0)
@@ -80,7 +86,7 @@ def main() -> None:
         start_checkpoint(args.start, ckpt,
                          committed_step() if args.step is None else args.step)
     start = json.loads((ckpt / "state.json").read_text())["step"]
-    resolution = DiffusionFaceAutoencoder.load_config(ckpt / "model")["resolution"]
+    resolution = args.resolution or checkpoint_resolution(ckpt)
     elapsed = (time.perf_counter() - began) / 60
     cfg = AutoencoderTrainConfig(
         data=args.pack, out=args.run, resolution=resolution, steps=start + args.steps,

@@ -13,6 +13,7 @@ from s3edit.model.codes import ATTRIBUTE_DIM, IDENTITY_DIM, LANDMARK_DIM
 from s3edit.train.autoencoder import (
     AutoencoderTrainConfig,
     FaceBatchSource,
+    checkpoint_resolution,
     diffusion_loss,
     load_face_sources,
     train_autoencoder,
@@ -63,6 +64,38 @@ def test_train_resumes_from_checkpoint(tiny_faces, tmp_path, monkeypatch):
     resumed = DiffusionFaceAutoencoder.from_pretrained(ema_dir).state_dict()
     assert any(not torch.equal(first[k], resumed[k]) for k in first)
     assert (tiny_faces.parent / "cache" / "faces").is_dir(), "preprocessing is cached"
+
+
+def test_a_run_resumed_at_another_resolution_fine_tunes_there(tiny_faces, tmp_path,
+                                                              monkeypatch, run_s3edit):
+    monkeypatch.setenv("S3EDIT_CACHE", str(tiny_faces.parent / "cache"))
+    out = tmp_path / "run"
+    train_autoencoder(config(tiny_faces, out, steps=2), progress=False)
+    assert checkpoint_resolution(out / "checkpoint") == 16
+    before = DiffusionFaceAutoencoder.from_pretrained(out / "checkpoint" / "model").state_dict()
+
+    cfg = config(tiny_faces, out, steps=4)
+    cfg.resolution = 32
+    ema_dir = train_autoencoder(cfg, progress=False)
+    assert checkpoint_resolution(out / "checkpoint") == 32
+    for part in (ema_dir, out / "checkpoint" / "model"):
+        model = DiffusionFaceAutoencoder.from_pretrained(part)
+        assert model.config.resolution == model.unet.config.sample_size == 32
+    after = model.state_dict()
+    assert before.keys() == after.keys(), "the same weights, trained on"
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    x = torch.zeros(1, 3, 32, 32)
+    z = model.z_face(torch.zeros(1, IDENTITY_DIM), torch.zeros(1, LANDMARK_DIM))
+    assert model(x, torch.tensor([500]), z).shape == x.shape
+    with pytest.raises(ValueError, match="divisible"):
+        model.retarget(21)
+
+    # The command line resumes at the checkpoint's resolution unless told otherwise.
+    proc = run_s3edit("train", "autoencoder", "--data", tiny_faces, "--out", out, "--steps", 5,
+                      "--batch-size", 4, "--no-attributes", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 5
+    assert checkpoint_resolution(out / "checkpoint") == 32
 
 
 def test_training_standardises_codes_and_resumes_without_optimizer_state(

@@ -280,6 +280,12 @@ def load_face_sources(cfg: AutoencoderTrainConfig, attribute_dim: int = 0
     return train, held
 
 
+def checkpoint_resolution(ckpt: Path) -> int | None:
+    """The resolution a run's checkpoint works at, None when there is no checkpoint."""
+    config = Path(ckpt) / "model" / "config.json"
+    return json.loads(config.read_text())["resolution"] if config.exists() else None
+
+
 def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the folder holding the EMA weights.
 
@@ -310,6 +316,8 @@ def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
         model = DiffusionFaceAutoencoder.from_pretrained(ckpt / "model")
         ema = DiffusionFaceAutoencoder.from_pretrained(ckpt / "ema")
         step = json.loads((ckpt / "state.json").read_text())["step"]
+        for net in (model, ema):
+            net.retarget(cfg.resolution)
     else:
         model = DiffusionFaceAutoencoder(resolution=cfg.resolution,
                                          block_out_channels=tuple(cfg.block_out_channels),

@@ -54,8 +54,10 @@ def train_autoencoder_cmd(
                                        "a pack of one (`s3edit train pack`).")],
     out: Annotated[Path, typer.Option(help="Run folder: checkpoint, samples, log.")],
     steps: Annotated[int, typer.Option(min=1)] = 100_000,
-    resolution: Annotated[int, typer.Option(help="Training resolution (64 on CPU, 128 on "
-                                            "a GPU).")] = 64,
+    resolution: Annotated[int | None, typer.Option(
+        help="Training resolution (64 on CPU, 128 on a GPU). Default: the checkpoint's when "
+             "resuming, else 64; another value fine-tunes the checkpoint at that resolution.",
+        show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     lr: Annotated[float, typer.Option()] = 2e-4,
     fusion_lr_scale: Annotated[float, typer.Option(
@@ -102,7 +104,14 @@ def train_autoencoder_cmd(
     Multi-GPU: accelerate launch -m s3edit train autoencoder --data ... --out ...
     """
     from s3edit.edit.attributes import resolve_attribute
-    from s3edit.train.autoencoder import AutoencoderTrainConfig, train_autoencoder
+    from s3edit.train.autoencoder import (
+        AutoencoderTrainConfig,
+        checkpoint_resolution,
+        train_autoencoder,
+    )
+
+    if resolution is None:
+        resolution = checkpoint_resolution(out / "checkpoint") or 64
 
     def train() -> Path:
         cfg = AutoencoderTrainConfig(data=data, out=out, resolution=resolution, steps=steps,
