@@ -93,9 +93,10 @@ class DiffusionFaceAutoencoder(ModelMixin, ConfigMixin):
         at another resolution fine-tunes them there. Measured from the 64 px weights at 96 px:
         the face smears at first (the learnt features keep their size in pixels), and after
         400 steps it is gone."""
-        if resolution % 2 ** (len(self.config.block_out_channels) - 1):
+        downsampling = 2 ** (len(self.config.block_out_channels) - 1)
+        if resolution % downsampling:
             raise ValueError(f"resolution {resolution} is not divisible by the UNet's "
-                             f"{2 ** (len(self.config.block_out_channels) - 1)}x downsampling")
+                             f"{downsampling}x downsampling")
         self.register_to_config(resolution=resolution)
         self.unet.register_to_config(sample_size=resolution)
 

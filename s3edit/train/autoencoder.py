@@ -282,8 +282,8 @@ def load_face_sources(cfg: AutoencoderTrainConfig, attribute_dim: int = 0
 
 def checkpoint_resolution(ckpt: Path) -> int | None:
     """The resolution a run's checkpoint works at, None when there is no checkpoint."""
-    config = Path(ckpt) / "model" / "config.json"
-    return json.loads(config.read_text())["resolution"] if config.exists() else None
+    model = Path(ckpt) / "model"
+    return DiffusionFaceAutoencoder.load_config(model)["resolution"] if model.exists() else None
 
 
 def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Path:
