@@ -441,7 +441,7 @@ def test_training_with_attributes_needs_labels(run_s3edit, tmp_path: Path) -> No
     assert proc.returncode == 2
     error_message(proc, "attribute labels")
     proc = run_s3edit("train", "autoencoder", "--data", data, "--out", tmp_path / "run",
-                      "--oversample", "spectacles", "--device", "cpu")
+                      "--oversample", "blond_hair+spectacles", "--device", "cpu")
     assert proc.returncode == 2
     error_message(proc, "unknown attribute 'spectacles'")
     assert not (tmp_path / "run").exists()

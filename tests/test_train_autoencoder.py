@@ -259,3 +259,10 @@ def test_oversampling_gives_a_rare_attribute_its_share():
     # ...and so is one no image has.
     torch.testing.assert_close(source.sampling_weights(("Bald",), 0.2), ones)
     torch.testing.assert_close(source.sampling_weights((), 0.2), ones)
+
+    # 'A+B' draws the images with both: here the smiling half of the eyeglasses images.
+    both = positive & (labels[:, smiling] > 0.5)
+    weights = source.sampling_weights(("Eyeglasses+Smiling",), 0.2)
+    assert 0 < both.sum() < positive.sum()
+    assert abs(weights[both].sum() / weights.sum() - 0.2) < 1e-4
+    assert weights[positive & ~both].unique().tolist() == [1.0]

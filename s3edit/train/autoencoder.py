@@ -128,11 +128,15 @@ class FaceBatchSource:
         return FaceBatchSource(*(t[index] for t in self.tensors()))
 
     def sampling_weights(self, attributes: tuple[str, ...], share: float) -> torch.Tensor:
-        """Per-image draw weights that give each attribute's positives at least `share`."""
+        """Per-image draw weights that give each attribute's positives at least `share`.
+
+        An entry 'A+B' counts the images that have both, so that a rare combination (blond
+        men are 2% of CelebA-HQ's men) can be drawn as often as a rare attribute."""
         weights = torch.ones(len(self))
+        positives = [(self.labels[:, [ATTRIBUTES.index(a) for a in name.split("+")]] > 0.5)
+                     .all(dim=1) for name in attributes]
         for _ in range(10):  # raising one attribute lowers the others: repeat until all hold
-            for name in attributes:
-                positive = self.labels[:, ATTRIBUTES.index(name)] > 0.5
+            for positive in positives:
                 current = weights[positive].sum() / weights.sum()
                 if 0 < current < share - 1e-6:
                     # Scaling the positives by k gives them k*c / (k*c + 1 - c) of the draws.

@@ -79,7 +79,8 @@ def train_autoencoder_cmd(
         "fresh run (then apply needs weights/attribute_encoder/ to measure them).")] = True,
     oversample: Annotated[list[str] | None, typer.Option(
         help="Attribute whose images are drawn at least --oversample-share of the time "
-        "(repeatable; default Eyeglasses).")] = None,
+        "(repeatable; default Eyeglasses). A+B draws the images that have both, e.g. "
+        "blond_hair+male.")] = None,
     oversample_share: Annotated[float, typer.Option(min=0, max=1)] = 0.2,
     clear_eyeglasses: Annotated[bool, typer.Option(
         "--clear-eyeglasses/--any-eyeglasses", help="Eyeglasses means clear spectacles: "
@@ -114,14 +115,15 @@ def train_autoencoder_cmd(
         resolution = checkpoint_resolution(out / "checkpoint") or 64
 
     def train() -> Path:
+        oversampled = tuple("+".join(resolve_attribute(part) for part in name.split("+"))
+                            for name in oversample or ["Eyeglasses"])
         cfg = AutoencoderTrainConfig(data=data, out=out, resolution=resolution, steps=steps,
                                      batch_size=batch_size, lr=lr, fusion_lr_scale=fusion_lr_scale,
                                      reg_weight=reg_weight, prediction_type=prediction.value,
                                      template_resolution=template_resolution,
                                      loss_weighting=loss_weighting.value,
                                      attribute_code=attributes, bf16=bf16,
-                                     oversample=tuple(resolve_attribute(a) for a in
-                                                      oversample or ["Eyeglasses"]),
+                                     oversample=oversampled,
                                      oversample_share=oversample_share,
                                      clear_eyeglasses=clear_eyeglasses,
                                      holdout=holdout, limit=limit, max_minutes=max_minutes,
