@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from s3edit.edit.attributes import resolve_combination
 from s3edit.train.autoencoder import (
     AutoencoderTrainConfig,
     checkpoint_resolution,
@@ -73,6 +74,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--fusion-lr-scale", type=float, default=10.0)
+    p.add_argument("--reg-weight", type=float, default=0.0,
+                   help="x0-agreement regulariser (the committed weights trained without it)")
+    p.add_argument("--oversample", nargs="+", default=["Eyeglasses"],
+                   help="attributes (or A+B combinations) drawn at least a fifth of the time")
     p.add_argument("--limit", type=int, default=None, help="train on the pack's first N faces")
     p.add_argument("--steps", type=int, default=10**7,
                    help="stop after this many steps if the budget lasts (a smoke test)")
@@ -91,6 +96,8 @@ def main() -> None:
     cfg = AutoencoderTrainConfig(
         data=args.pack, out=args.run, resolution=resolution, steps=start + args.steps,
         batch_size=args.batch_size, lr=args.lr, fusion_lr_scale=args.fusion_lr_scale,
+        reg_weight=args.reg_weight,
+        oversample=tuple(resolve_combination(name) for name in args.oversample),
         limit=args.limit, max_minutes=max(args.minutes - elapsed - RESERVE_MINUTES, 0.0),
         save_every=1000, sample_every=500, log_every=args.log_every, device=args.device)
     trained = time.perf_counter()

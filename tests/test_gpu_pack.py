@@ -53,13 +53,17 @@ def test_gpu_script_trains_from_a_pack_and_writes_bf16_shards(shared_data, tmp_p
     out = tmp_path / "out"
     argv = [str(pack), str(out), "--start", str(start), "--step", "5", "--steps", "2",
             "--run", str(tmp_path / "gpu-run"), "--batch-size", "4", "--device", "cpu",
-            "--max-shard-size", "600KB", "--log-every", "1"]
+            "--max-shard-size", "600KB", "--log-every", "1", "--oversample", "eyeglasses",
+            "blond_hair+male"]
     code = BLOCK + ("import runpy\nsys.argv = ['gpu_train.py', *sys.argv[1:]]\n"
                     "runpy.run_path('scripts/gpu_train.py', run_name='__main__')\n")
     subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, check=True)
 
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["start_step"], summary["end_step"]) == (5, 7)
+    # As the committed weights were trained: no x0 regulariser, rare faces oversampled.
+    assert summary["config"]["reg_weight"] == 0
+    assert summary["config"]["oversample"] == ["Eyeglasses", "Blond_Hair+Male"]
     assert (out / "log.jsonl").is_file()
     shards = sorted((out / "ema").glob("*.safetensors"))
     assert len(shards) > 1, "sharding happened"

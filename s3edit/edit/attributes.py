@@ -22,3 +22,8 @@ def resolve_attribute(name: str) -> str:
         if attr.lower() == key:
             return attr
     raise UsageError(f"unknown attribute {name!r}; choose one of: {', '.join(ATTRIBUTES)}")
+
+
+def resolve_combination(name: str) -> str:
+    """The canonical spelling of 'A+B' (images that have every attribute named)."""
+    return "+".join(resolve_attribute(part) for part in name.split("+"))

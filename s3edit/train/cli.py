@@ -104,7 +104,7 @@ def train_autoencoder_cmd(
 
     Multi-GPU: accelerate launch -m s3edit train autoencoder --data ... --out ...
     """
-    from s3edit.edit.attributes import resolve_attribute
+    from s3edit.edit.attributes import resolve_combination
     from s3edit.train.autoencoder import (
         AutoencoderTrainConfig,
         checkpoint_resolution,
@@ -115,8 +115,7 @@ def train_autoencoder_cmd(
         resolution = checkpoint_resolution(out / "checkpoint") or 64
 
     def train() -> Path:
-        oversampled = tuple("+".join(resolve_attribute(part) for part in name.split("+"))
-                            for name in oversample or ["Eyeglasses"])
+        oversampled = tuple(resolve_combination(name) for name in oversample or ["Eyeglasses"])
         cfg = AutoencoderTrainConfig(data=data, out=out, resolution=resolution, steps=steps,
                                      batch_size=batch_size, lr=lr, fusion_lr_scale=fusion_lr_scale,
                                      reg_weight=reg_weight, prediction_type=prediction.value,
