@@ -30,6 +30,7 @@ from s3edit.options import (
     DEFAULT_PRECISION,
     DEFAULT_REFINE,
     DEFAULT_STEPS,
+    HAIR_NOISES,
     LANDMARKS,
     MASKS,
     PRECISIONS,
@@ -69,12 +70,14 @@ Blend = Enum("Blend", {name.replace("-", "_"): name for name in BLENDS}, type=st
 Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)
 Landmarks = Enum("Landmarks", {name: name for name in LANDMARKS}, type=str)
 Mask = Enum("Mask", {name: name for name in MASKS}, type=str)
+HairNoise = Enum("HairNoise", {name: name for name in HAIR_NOISES}, type=str)
 DEFAULT_PRECISION_CHOICE = Precision(DEFAULT_PRECISION)
 DEFAULTS = EditOptions("Eyeglasses")  # apply's defaults are the library's
 DEFAULT_BLEND = Blend(BLENDS[0])  # "auto": EditOptions resolves it for the scale
 DEFAULT_EDITOR_CHOICE = EditorName(DEFAULT_EDITOR)
 DEFAULT_LANDMARKS = Landmarks(DEFAULTS.landmarks)
 DEFAULT_MASK = Mask(MASKS[0])  # "auto": EditOptions resolves it for the attribute
+DEFAULT_HAIR_NOISE = HairNoise(HAIR_NOISES[0])  # "auto": likewise
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
@@ -172,6 +175,12 @@ def apply(
                     "parsed face, and the real hair for hair attributes; optional package and "
                     "weights), or auto: mesh, but bisenet for hair attributes when its package "
                     "and weights are there.")] = DEFAULT_MASK,
+    hair_noise: Annotated[HairNoise, typer.Option(help="The noise map under the hair: inverted "
+                          "(the frame's own, which holds its hair colour) or fresh (redrawn "
+                          "where the hair is found, so that the edited code decides its "
+                          "colour; the paste mask is then the face oval and that hair); "
+                          "auto: fresh for hair attributes on a face that mostly faces the "
+                          "camera.")] = DEFAULT_HAIR_NOISE,
     device: Annotated[Device, typer.Option(help="Where the model (and FAN, BiSeNet) runs.")]
     = Device.auto,
     precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)]
@@ -203,7 +212,8 @@ def apply(
         options = EditOptions(attr, scale, blend=blend.value, face_index=face_index,
                               batch_size=batch_size, keyframe_every=keyframe_every, crf=crf,
                               encoder=encoder, landmarks=landmarks.value, mask=mask.value,
-                              audio=not no_audio, overwrite=overwrite)
+                              hair_noise=hair_noise.value, audio=not no_audio,
+                              overwrite=overwrite)
         if landmarks != DEFAULT_LANDMARKS or mask != DEFAULT_MASK:
             from s3edit.face.backends import check_backends  # imports torch: only when asked
 

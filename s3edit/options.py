@@ -48,6 +48,13 @@ ADAPTIVE_DETAIL_KNEE = (6.0, 20.0)
 # but BiSeNet's for hair attributes when its package and weights are there: the parsed hair is
 # the real hair region, and the mask the reference paste-back uses.
 LANDMARKS = ("mediapipe", "fan")
+# The noise map under the hair: inverted holds the frame's own hair colour, so a hair edit of
+# the code only greys dark hair; fresh redraws the hair region of each keyframe's noise map
+# (one draw for the whole clip, in crop coordinates), so the edited code decides the colour.
+# auto: fresh for hair edits of a face that faces the camera (s3edit.face.hair.faces_camera);
+# on a turned face the decoder draws no blond hair, only a second head of hair at the crop's
+# edge (bench/README.md, stop 26).
+HAIR_NOISES = ("auto", "fresh", "inverted")
 MASKS = ("auto", "mesh", "bisenet")
 # What `s3edit apply` encodes with unless told otherwise (visually lossless H.264).
 DEFAULT_CRF = 18
@@ -85,6 +92,7 @@ class EditOptions:
     track: TrackOptions = field(default_factory=TrackOptions)
     landmarks: str = LANDMARKS[0]  # see LANDMARKS
     mask: str = MASKS[0]  # see MASKS
+    hair_noise: str = HAIR_NOISES[0]  # see HAIR_NOISES; "auto" stays for hair edits
     crf: int = DEFAULT_CRF
     encoder: str = DEFAULT_ENCODER  # ffmpeg video encoder
     audio: bool = True
@@ -106,6 +114,11 @@ class EditOptions:
             self.blend = "adaptive" if self.scale < 0 and self.attr in WORN else "residual"
         if self.mask == "auto":
             self.mask = "bisenet" if hair_attribute(self.attr) and _bisenet_present() else "mesh"
+        if self.hair_noise not in HAIR_NOISES:
+            raise UsageError(f"unknown hair noise {self.hair_noise!r}: choose from "
+                             f"{', '.join(HAIR_NOISES)}")
+        if self.hair_noise == "auto" and not (hair_attribute(self.attr) and self.scale):
+            self.hair_noise = "inverted"  # at scale 0 the inverted noise decodes the frame
         if self.keyframe_every < 1:
             raise UsageError(f"keyframe_every must be at least 1, got {self.keyframe_every}")
 

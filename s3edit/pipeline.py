@@ -9,9 +9,11 @@ frames. The edit then changes the clip code once (an expression instead adds one
 every frame's landmark code). Pass 2 streams the video again: the aligned crops of keyframes
 go through the model in batches, the frames between take the change interpolated from the
 keyframes around them (s3edit/keyframes.py), every face is pasted back through the soft face
-mask, and the frames go straight to the encoder. The optional backends (EditOptions.landmarks
-and .mask; s3edit/face/backends.py) refit the tracked face's 68 points in pass 1 and parse
-its aligned crop for the mask in pass 2.
+mask, and the frames go straight to the encoder. A hair edit of a face that faces the camera
+redraws the noise under the hair found on each frame (s3edit/face/hair.py), since the
+inverted noise holds the hair's colour, and pastes through the face and that hair. The
+optional backends (EditOptions.landmarks and .mask; s3edit/face/backends.py) refit the
+tracked face's 68 points in pass 1 and parse its aligned crop for the mask in pass 2.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -31,8 +34,9 @@ from s3edit.edit.base import Editor
 from s3edit.edit.expression import CodeEdit, ExpressionDirections, edit_codes
 from s3edit.edit.loading import UntrainedEditor, load_editor, load_expressions
 from s3edit.errors import S3EditError, UsageError
-from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
+from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords, uncrop
 from s3edit.face.backends import FaceParser, FanLandmarker
+from s3edit.face.hair import HairSegmenter, faces_camera
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector
 from s3edit.face.mask import face_mask, parsed_face_mask
@@ -131,6 +135,13 @@ class Batch:
     inputs: ModelInput | None = None
     # (len(todo), R, R, 3) float32: what the edit changes in each aligned crop
     delta: np.ndarray | None = None
+    # (len(todo), HAIR_CROP, HAIR_CROP) float32: the hair in each aligned crop (fresh hair noise)
+    hair: np.ndarray | None = None
+
+
+# Side of the aligned crops the hair mask is kept at between finding it and pasting: finer
+# than the model's crops, whose edge would show as steps on a large face.
+HAIR_CROP = 256
 
 
 class Pipeline:
@@ -149,6 +160,7 @@ class Pipeline:
         self._identity_encoder: IdentityEncoder | None = None
         self._landmarker: FanLandmarker | None = None
         self._parser: FaceParser | None = None
+        self._hair_segmenter: HairSegmenter | None = None
 
     @classmethod
     def from_weights(cls, folder: str | os.PathLike[str] | None = None, *,
@@ -197,6 +209,19 @@ class Pipeline:
             self._parser = FaceParser(self.device)
         return self._parser if name == "bisenet" else None
 
+    @property
+    def hair_segmenter(self) -> HairSegmenter:
+        if self._hair_segmenter is None:
+            self._hair_segmenter = HairSegmenter()
+        return self._hair_segmenter
+
+    @staticmethod
+    def redraws_hair(options: EditOptions, meshes: np.ndarray) -> bool:
+        """Whether the edit decodes with fresh hair noise, for a face seen as `meshes`
+        (T, 478, 2): as asked, or with "auto" where the face faces the camera."""
+        return options.hair_noise == "fresh" or (options.hair_noise == "auto"
+                                                 and faces_camera(meshes))
+
     def check_edit(self, options: EditOptions) -> None:
         """Fail before any video is read, saying why, when the edit needs an identity editor
         whose weights are absent (an expression moves the landmarks instead; scale 0 needs
@@ -220,14 +245,24 @@ class Pipeline:
         return code, inputs, self.model.encode(inputs.images, code, inputs.landmarks)
 
     def decode_face(self, code: torch.Tensor, inputs: ModelInput, latents: torch.Tensor,
-                    attr: str, scale: float) -> np.ndarray:
+                    attr: str, scale: float, hair: np.ndarray | None = None) -> np.ndarray:
         """`invert_face`'s face as the edit leaves it, (R, R, 3) uint8: the crop plus what
-        the edit changes (scale 0: the reconstruction)."""
+        the edit changes (scale 0: the reconstruction); with `hair` (`hair_crop`), decoded
+        with fresh hair noise, as apply does."""
+        if hair is not None:
+            latents = with_fresh_hair_noise(latents, hair[None])
         edit = edit_codes(self.editor, self.expressions, code, attr, scale)
         edited, base = self.decode_change(latents, code, inputs.landmarks, edit,
                                           inputs.crops, decoded_base=False)
         change = edited[0].astype(np.float32) - base[0]
         return np.clip(inputs.crops[0] + change, 0, 255).round().astype(np.uint8)
+
+    def hair_crop(self, frame: np.ndarray, mesh: np.ndarray, square: np.ndarray) -> np.ndarray:
+        """(HAIR_CROP, HAIR_CROP) float32: the face's hair in its aligned crop, feathered."""
+        with self.timer("hair mask"):
+            hair = align_crop(self.hair_segmenter(frame, mesh), square, HAIR_CROP,
+                              border=cv2.BORDER_CONSTANT)
+            return cv2.GaussianBlur(hair, (0, 0), HAIR_CROP / 100)
 
     def decode_change(self, latents: torch.Tensor, clip_code: torch.Tensor,
                       landmarks: torch.Tensor, edit: CodeEdit, crops: np.ndarray,
@@ -322,13 +357,14 @@ class Pipeline:
         edit = edit_codes(self.editor, self.expressions, clip.clip_code, options.attr,
                           options.scale)
         keys = self.keyframes(clip.track, options)
+        fresh_hair = self.redraws_hair(options, clip.track.mesh)
         advance = self.progress("editing frames", info.frame_count)
         pending: list[tuple[int, np.ndarray]] = []
         last_key: tuple[int, np.ndarray] | None = None  # the latest keyframe and its delta
 
         def flush() -> None:
             nonlocal last_key
-            batch = self.prepare(pending, clip.track, keys)
+            batch = self.prepare(pending, clip.track, keys, fresh_hair)
             self.run_model(batch, clip, edit, options)
             last_key = self.interpolate(batch, last_key)
             frames = self.paste(batch, clip.track, options)
@@ -361,8 +397,9 @@ class Pipeline:
         return select_keyframes(track.valid, landmarks, options.keyframe_every)
 
     def prepare(self, frames: list[tuple[int, np.ndarray]], track: FaceTrack,
-                keys: np.ndarray) -> Batch:
-        """The aligned crops and landmark codes of the frames with a tracked face."""
+                keys: np.ndarray, fresh_hair: bool = False) -> Batch:
+        """The aligned crops and landmark codes of the frames with a tracked face, and with
+        `fresh_hair` their hair masks."""
         todo = [(t, frame) for t, frame in frames if track.valid[t]]
         batch = Batch(frames, todo, np.array([keys[t] for t, _ in todo], bool))
         if batch.todo:
@@ -371,6 +408,9 @@ class Pipeline:
                     [frame for _, frame in batch.todo], [track.squares[t] for t, _ in batch.todo],
                     [track.lm68[t] for t, _ in batch.todo], self.model.resolution)
             batch.delta = np.zeros(batch.inputs.crops.shape, np.float32)
+        if batch.todo and fresh_hair:
+            batch.hair = np.stack([self.hair_crop(frame, track.mesh[t], track.squares[t])
+                                   for t, frame in batch.todo])
         return batch
 
     def run_model(self, batch: Batch, clip: ClipAnalysis, edit: CodeEdit,
@@ -385,6 +425,8 @@ class Pipeline:
         x0, landmarks = batch.inputs.images[keys], batch.inputs.landmarks[keys]
         with self.timer("model encode (invert)"):
             latents = self.model.encode(x0, clip.clip_code, landmarks)
+        if batch.hair is not None:
+            latents = with_fresh_hair_noise(latents, batch.hair[keys])
         edited, base = self.decode_change(latents, clip.clip_code, landmarks, edit,
                                           batch.inputs.crops[keys],
                                           options.blend == "residual-decoded")
@@ -420,22 +462,41 @@ class Pipeline:
         for i, (t, frame) in enumerate(batch.todo):
             edited[t] = self.paste_face(frame, batch.inputs.crops[i], batch.delta[i],
                                         track.squares[t], track.mesh[t], options,
-                                        None if labels is None else labels[i])
+                                        None if labels is None else labels[i],
+                                        None if batch.hair is None else batch.hair[i])
         return [edited.get(t, frame) for t, frame in batch.frames]
 
     def paste_face(self, frame: np.ndarray, crop: np.ndarray, delta: np.ndarray,
                    square: np.ndarray, mesh: np.ndarray, options: EditOptions,
-                   labels: np.ndarray | None = None) -> np.ndarray:
+                   labels: np.ndarray | None = None, hair: np.ndarray | None = None
+                   ) -> np.ndarray:
         """One frame with the edit's change `delta` to its aligned `crop` pasted back through
-        the face mask (`labels`: the face parsing of the crop, for the parsed mask)."""
+        the face mask (`labels`: the face parsing of the crop, for the parsed mask), and
+        through the found `hair` of the aligned crop, where the hair was redrawn."""
         with self.timer("mask"):
-            if labels is None:
-                mask = face_mask(mesh, frame.shape[:2], attr=options.attr)
-            else:
+            if labels is not None:
                 mask = parsed_face_mask(labels, square, mesh, frame.shape[:2], attr=options.attr)
+            elif hair is not None:  # the hair found, not the mesh's guess with background in it
+                mask = np.maximum(face_mask(mesh, frame.shape[:2]),
+                                  uncrop(hair, square, frame.shape))
+            else:
+                mask = face_mask(mesh, frame.shape[:2], attr=options.attr)
         with self.timer("paste back"):
             if options.blend == "plain":
                 return paste_back(frame, np.clip(crop + delta, 0, 255), square, mask)
             knee = ADAPTIVE_DETAIL_KNEE if options.blend == "adaptive" else None
             return paste_back(frame, crop + delta, square, mask, reconstructed_crop=crop,
                               replace_detail=knee)
+
+
+def with_fresh_hair_noise(latents: torch.Tensor, hair: np.ndarray) -> torch.Tensor:
+    """The inverted noise maps (N, 3, R, R) with their hair, (N, S, S) masks of the aligned
+    crops, redrawn: the inverted noise there holds the frame's hair colour, which the edited
+    code then cannot change. One draw in crop coordinates serves every frame of every clip,
+    so the hair is drawn alike from keyframe to keyframe."""
+    size = latents.shape[-1]
+    fresh = torch.randn((1, *latents.shape[1:]), generator=torch.Generator().manual_seed(0))
+    masks = np.stack([cv2.GaussianBlur(cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA),
+                                       (0, 0), size / 40) for m in hair])
+    m = torch.from_numpy(masks)[:, None].to(latents)
+    return latents * (1 - m) + fresh.to(latents) * m

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from s3edit.errors import NoFaceError, S3EditError
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
@@ -19,19 +20,24 @@ from s3edit.video import probe, read_frames
 PANEL = 256
 
 
-def edited_frame(pipeline: Pipeline, frame: np.ndarray, face: Face, inputs: ModelInput,
-                 edited_crop: np.ndarray, attr: str, scale: float) -> np.ndarray:
-    """The frame as `s3edit apply` writes it at its defaults: what the edit changed in the
-    aligned crop (`edited_crop` from `Pipeline.decode_face`), pasted back through apply's mask
-    for `attr`. At the model's resolution a spectacle rim is a pixel or two wide; here it is
-    seen at the frame's."""
+def edit_frame(pipeline: Pipeline, frame: np.ndarray, face: Face, code: torch.Tensor,
+               inputs: ModelInput, latents: torch.Tensor, attr: str, scale: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """One frame edited as `s3edit apply` edits it at its defaults (`code`, `inputs` and
+    `latents` from `Pipeline.invert_face`): the edited crop at the model's resolution, and the
+    frame with what the edit changed pasted back through apply's mask for `attr`. At the
+    model's resolution a spectacle rim is a pixel or two wide; in the frame it is seen at the
+    frame's."""
     options = EditOptions(attr, scale)
     square = square_from_landmarks(face.lm68)
+    hair = (pipeline.hair_crop(frame, face.mesh, square)
+            if pipeline.redraws_hair(options, face.mesh[None]) else None)
+    edited = pipeline.decode_face(code, inputs, latents, attr, scale, hair)
     parser = pipeline.parser(options.mask)
     labels = None if parser is None else parser(align_crop(frame, square, parser.size)[None])[0]
     crop = inputs.crops[0].astype(np.float32)
-    return pipeline.paste_face(frame, crop, edited_crop.astype(np.float32) - crop, square,
-                               face.mesh, options, labels)
+    return edited, pipeline.paste_face(frame, crop, edited.astype(np.float32) - crop, square,
+                                       face.mesh, options, labels, hair)
 
 
 def render_preview(video: Path, frame_number: int, attr: str, scale: float, pipeline: Pipeline,
@@ -52,7 +58,8 @@ def render_preview(video: Path, frame_number: int, attr: str, scale: float, pipe
     square = square_from_landmarks(face.lm68)
     code, inputs, latents = pipeline.invert_face(frame, face.lm68)
     recon = pipeline.decode_face(code, inputs, latents, attr, 0)
-    edited = pipeline.decode_face(code, inputs, latents, attr, scale)
+    edited, edited_in_frame = edit_frame(pipeline, frame, face, code, inputs, latents, attr,
+                                         scale)
 
     annotated = align_crop(frame, square, PANEL)
     for x, y in to_crop_coords(face.lm68, square, PANEL):
@@ -61,8 +68,7 @@ def render_preview(video: Path, frame_number: int, attr: str, scale: float, pipe
     cv2.rectangle(annotated, tuple(box[0]), tuple(box[1]), (255, 0, 0), 1)
     panels = [annotated] + [cv2.resize(img, (PANEL, PANEL), interpolation=cv2.INTER_CUBIC)
                             for img in (recon, edited)]
-    panels.append(align_crop(edited_frame(pipeline, frame, face, inputs, edited, attr, scale),
-                             square, PANEL))
+    panels.append(align_crop(edited_in_frame, square, PANEL))
     strip = np.hstack(panels)
     res = pipeline.model.resolution
     labels = ["original", f"reconstruction ({res} px)", f"{attr} {scale:+g} ({res} px)",

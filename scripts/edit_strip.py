@@ -20,7 +20,7 @@ from s3edit.face.align import align_crop, square_from_landmarks
 from s3edit.face.landmarks import FaceDetector
 from s3edit.options import DEFAULT_GUIDANCE
 from s3edit.pipeline import Pipeline
-from s3edit.preview import edited_frame
+from s3edit.preview import edit_frame
 from s3edit.video import probe, read_frames
 
 CELL = 256
@@ -62,8 +62,8 @@ def main() -> None:
             code, inputs, latents = pipeline.invert_face(frame, face.lm68)
             cells = [face_cell(frame, square)]
             for attr, scale in edits:
-                out = pipeline.decode_face(code, inputs, latents, attr, scale)
-                edited = edited_frame(pipeline, frame, face, inputs, out, attr, scale)
+                _, edited = edit_frame(pipeline, frame, face, code, inputs, latents, attr,
+                                       scale)
                 cells.append(face_cell(edited, square))
             rows.append(np.hstack(cells))
     strip = np.vstack(rows)

@@ -5,7 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from helpers import PCAVS_CLIP, PORTRAIT_CLIP, ffmpeg, psnr, shared_clip
+from helpers import FACE_CLIP, PCAVS_CLIP, PORTRAIT_CLIP, ffmpeg, psnr, shared_clip
 
 from s3edit.video import probe, read_frames
 from s3edit.weights import REPO_WEIGHTS, autoencoder_dir
@@ -167,3 +167,44 @@ def test_stochastic_decoding_changes_only_what_the_edit_changes(run_s3edit, shor
     # The reconstruction is the input crop whatever the draws: only the edit moves.
     np.testing.assert_array_equal(other_recon, recon)
     assert np.abs(other_edit - edit).mean() > 0.2
+
+
+def test_blond_hair_redraws_the_hair_and_leaves_the_background(run_s3edit, shared_data,
+                                                              tmp_path):
+    """A man with dark hair (videoretalking 1), made blond. The default redraws the noise
+    under the hair: the hair comes out light and more golden than from the inverted noise,
+    which holds its colour and greys it, and the classifier sees more blond. The paste mask is
+    then the face and the hair found, so the wall beside the head stays as it was (the mesh's
+    hair guess, used with the inverted noise, takes wall in and lightens it too)."""
+    from s3edit.face.hair import HairSegmenter
+    from s3edit.face.landmarks import FaceDetector
+    from s3edit.face.mask import face_mask
+    from s3edit.metrics.evaluate import evaluate_pair
+
+    clip = tmp_path / "dark hair.mp4"
+    ffmpeg("-i", shared_clip(shared_data, FACE_CLIP), "-frames:v", "12", "-an", clip)
+    original = frames(clip)
+    with FaceDetector(video=False) as detect:
+        mesh = max(detect(original[0]), key=lambda f: f.area).mesh
+    with HairSegmenter() as segment:
+        hair = segment(original[0], mesh) > 0
+    grown = cv2.dilate(hair.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    shape = original.shape[1:3]
+    # The mesh's hair guess, less the face and the hair found: wall, mostly.
+    wall_region = ((face_mask(mesh, shape, attr="blond_hair") > 0.5) & ~grown
+                   & (face_mask(mesh, shape, dilate=0.05) == 0))
+    lab_change, blond, wall = {}, {}, {}
+    for noise in ("fresh", "inverted"):
+        out = tmp_path / f"{noise}.mp4"
+        apply(run_s3edit, clip, out, "--attr", "blond_hair", "--scale", "0.6", "--hair-noise",
+              noise, steps=10)
+        edited = frames(out)
+        lab = [cv2.cvtColor(f, cv2.COLOR_RGB2LAB).astype(float) for f in (original[0],
+                                                                          edited[0])]
+        lab_change[noise] = (lab[1] - lab[0])[hair].mean(0)
+        wall[noise] = np.abs(edited[0].astype(float) - original[0])[wall_region].mean()
+        blond[noise] = evaluate_pair(clip, out, "Blond_Hair", every=3)["target_change"]
+    (light, _, yellow), (_, _, inverted_yellow) = lab_change["fresh"], lab_change["inverted"]
+    assert light > 60 and yellow > inverted_yellow + 1  # both lighten it; fresh more golden
+    assert blond["fresh"] > blond["inverted"] + 0.03
+    assert wall["fresh"] < 2 and wall["inverted"] > 3 * wall["fresh"]

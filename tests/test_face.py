@@ -339,3 +339,31 @@ def test_picks_left_and_right_of_two_real_faces(shared_data):
     assert centre_x(left) < middle < centre_x(right)
     with pytest.raises(S3EditError, match="2 face"):
         FaceTracker(face_index=2).update(faces)
+
+
+def test_hair_mask_finds_the_hair_of_a_real_face(shared_data):
+    """videoretalking 1: a man with short dark hair against a pale wall. The mask holds the
+    hair above the forehead and at the temples, and neither the cheeks, the eyes, the wall
+    beside the head nor the suit."""
+    from s3edit.face.hair import CHEEK_POINTS, HairSegmenter
+
+    frame = _frames(shared_data / CLIP, 13)[12]
+    with FaceDetector(video=False) as detect:
+        mesh = max(detect(frame), key=lambda f: f.area).mesh
+    with HairSegmenter() as segment:
+        hair = segment(frame, mesh)
+    assert hair.shape == frame.shape[:2] and set(np.unique(hair)) <= {0.0, 1.0}
+
+    oval = mesh[FACE_OVAL]
+    size = face_size(mesh)
+    top = oval[np.argmin(oval[:, 1])]  # the oval's top, at the hairline
+    above = np.round(top - [0, 0.15 * size]).astype(int)
+    assert hair[above[1] - 3:above[1] + 4, above[0] - 3:above[0] + 4].mean() > 0.9
+    for x, y in np.round(mesh[CHEEK_POINTS + [33, 263, 1]]).astype(int):  # cheeks, eyes, nose
+        assert hair[y, x] == 0
+    h, w = hair.shape
+    assert hair[:, : int(oval[:, 0].min() - 0.5 * size)].sum() == 0  # the wall left of the head
+    assert hair[int(oval[:, 1].max()) :].sum() == 0  # below the chin: collar and suit
+    # About as much hair as face: short hair, seen from the front.
+    area = cv2.contourArea(oval.astype(np.float32))
+    assert 0.3 * area < hair.sum() < 1.5 * area

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import PCAVS_CLIP, ffmpeg, psnr, shared_clip
 
 import s3edit.pipeline
@@ -128,3 +129,48 @@ def test_the_auto_blend_drops_the_frames_detail_only_when_taking_something_worn_
     assert EditOptions("eyeglasses", 0.6).blend == "residual"
     assert EditOptions("eyeglasses", 0).blend == "residual"
     assert EditOptions("eyeglasses", -0.6, blend="residual").blend == "residual"
+
+
+def test_hair_noise_is_fresh_for_hair_edits_of_a_face_facing_the_camera():
+    from helpers import real_mesh
+
+    from s3edit.face.hair import CHEEK_SIDES, NOSE_TIP, head_turn
+
+    frontal = real_mesh()  # videoretalking 1, frame 0: a man looking slightly aside
+    turned = frontal.copy()
+    turned[NOSE_TIP] = 0.9 * frontal[CHEEK_SIDES[0]] + 0.1 * frontal[CHEEK_SIDES[1]]
+    assert abs(head_turn(frontal)) < 0.5 and head_turn(turned) == pytest.approx(-0.8)
+    untracked = np.full_like(frontal, np.nan)
+
+    def redraws(options: EditOptions, *meshes: np.ndarray) -> bool:
+        return Pipeline.redraws_hair(options, np.stack(meshes))
+
+    blond = EditOptions("blond_hair", 0.6)
+    assert blond.hair_noise == "auto"
+    assert redraws(blond, frontal, frontal, untracked)
+    assert not redraws(blond, turned, turned, frontal), "most frames turned aside"
+    assert not redraws(blond, untracked)
+    assert redraws(EditOptions("gray_hair", -0.5), frontal)
+    assert not redraws(EditOptions("eyeglasses", 0.6), frontal)
+    assert not redraws(EditOptions("blond_hair", 0), frontal), "scale 0 keeps the frame"
+    assert redraws(EditOptions("blond_hair", 0.6, hair_noise="fresh"), turned), "as asked"
+    assert not redraws(EditOptions("blond_hair", 0.6, hair_noise="inverted"), frontal)
+    with pytest.raises(UsageError, match="hair noise"):
+        EditOptions("blond_hair", 0.6, hair_noise="new")
+
+
+def test_fresh_hair_noise_redraws_the_hair_alike_on_every_frame():
+    """Inside the hair masks the noise maps take one draw, the same for every frame and every
+    call; outside them they stay the inverted ones."""
+    from s3edit.pipeline import with_fresh_hair_noise
+
+    latents = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    hair = np.zeros((2, 64, 64), np.float32)
+    hair[0, :32] = 1  # the top half of the first crop, the top quarter of the second
+    hair[1, :16] = 1
+    redrawn = with_fresh_hair_noise(latents, hair)
+    assert redrawn.shape == latents.shape
+    torch.testing.assert_close(redrawn[:, :, 10:], latents[:, :, 10:], rtol=0, atol=0)
+    torch.testing.assert_close(redrawn[0, :, :2], redrawn[1, :, :2])  # the same draw
+    assert (redrawn[:, :, :2] - latents[:, :, :2]).abs().mean() > 0.5
+    torch.testing.assert_close(with_fresh_hair_noise(latents, hair), redrawn)
