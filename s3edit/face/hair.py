@@ -1,13 +1,16 @@
 """Where a face's hair is in a frame, from mediapipe's person mask (its selfie segmentation,
 whose weights ship in the wheel) and the face mesh.
 
-Hair is what belongs to the person, lies above the mouth and within 0.9 face heights of the
-face's centre line (in the face's own axes, so it turns with the head), is not inside the face oval
-below the brows, and is not skin: darker than the cheeks, or of another hue, or far from their
-colour. The skin's colour is read from six cheek patches of the mesh on every frame, so the
-lighting of the clip does not matter. Limits: hair the colour of the skin (light brown on a
-tanned face) is taken for skin, long hair below the mouth is left out, and on a face turned
-far aside the cheeks' colour is read partly off the background.
+Hair is what belongs to the person, lies within 0.9 face heights of the face's centre line and
+between just below the chin and 0.8 face heights above the oval (in the face's own axes, so it
+turns with the head), is neither the face below the brows nor the neck, and is not skin:
+darker than the cheeks, or of another hue, or far from their colour. The skin's colour is read
+from six cheek patches of the mesh on every frame, so the clip's lighting does not matter.
+Hair comes in large pieces that reach above the brows; the rest (a collar, the clothes) is
+dropped. Limits: hair the colour of the skin (light brown on a tanned face) is taken for
+skin, hair below the chin is left out, clothes of a colour other than the skin's that touch
+the hair are taken in, and on a face turned far aside the cheeks' colour is read partly off
+the background (`faces_camera` tells such faces apart).
 """
 
 from __future__ import annotations
@@ -110,11 +113,12 @@ def hair_mask(frame: np.ndarray, mesh: np.ndarray, person: np.ndarray) -> np.nda
     pu = xs * across[0] + ys * across[1]
     pv = xs * up[0] + ys * up[1]
     # Sideways by the face's height, which does not shrink as the head turns away.
-    region = ((np.abs(pu - centre_u) < 0.9 * height) & (pv > mouth @ up)
+    region = ((np.abs(pu - centre_u) < 0.9 * height) & (pv > v.min() - 0.1 * height)
               & (pv < v.max() + 0.8 * height))
     inside = np.zeros(frame.shape[:2], np.uint8)
     cv2.fillPoly(inside, [np.round(oval - [x0, y0]).astype(np.int32)], 1)
     below_brows = inside.astype(bool) & (pv < brow_v + 0.08 * height)
+    neck = (pv < v.min() + 0.1 * height) & (np.abs(pu - centre_u) < 0.35 * width)  # shadowed
 
     lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB).astype(np.float32)
     r = max(2, round(0.03 * width))
@@ -129,11 +133,14 @@ def hair_mask(frame: np.ndarray, mesh: np.ndarray, person: np.ndarray) -> np.nda
     darker = lab[..., 0] < median[0] - DARKER_THAN_SKIN
     other_hue = np.abs(lab[..., 1:] - median[1:]).max(-1) > HUE_OFF_SKIN
 
-    hair = (person & region & (darker | other_hue | ~skin) & ~below_brows).astype(np.uint8)
+    hair = (person & region & (darker | other_hue | ~skin) & ~below_brows & ~neck).astype(np.uint8)
     hair = cv2.morphologyEx(hair, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    # Specks (a dark collar corner, an ear's shadow) are dropped: hair comes in large pieces.
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(hair)
-    big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] > 0.02 * face_size(mesh) ** 2)
+    # Hair grows from above the brows and comes in large pieces: specks, and what lies only
+    # lower down (a dark collar, the clothes below the chin), are dropped.
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(hair)
+    above_brows = np.bincount(labels[pv > brow_v], minlength=count)
+    keep = (stats[:, cv2.CC_STAT_AREA] > 0.02 * face_size(mesh) ** 2) & (above_brows > 0)
+    keep[0] = False  # the background label
     out = np.zeros((h, w), np.float32)
-    out[y0:y1, x0:x1] = np.isin(labels, big[big > 0])
+    out[y0:y1, x0:x1] = keep[labels]
     return out
