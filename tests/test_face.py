@@ -367,3 +367,21 @@ def test_hair_mask_finds_the_hair_of_a_real_face(shared_data):
     # About as much hair as face: short hair, seen from the front.
     area = cv2.contourArea(oval.astype(np.float32))
     assert 0.3 * area < hair.sum() < 1.5 * area
+
+
+def test_hair_mask_leaves_out_a_red_jacket_that_touches_the_hair(shared_data):
+    """videoretalking 5: a woman with a blond bob down to a red jacket. The jacket is not
+    skin-coloured and touches the hair, but it is too vivid to be hair."""
+    from s3edit.face.hair import HairSegmenter
+
+    frame = _frames(shared_data / "videos/videoretalking/examples/face/5.mp4", 13)[12]
+    with FaceDetector(video=False) as detect:
+        mesh = max(detect(frame), key=lambda f: f.area).mesh
+    with HairSegmenter() as segment:
+        hair = segment(frame, mesh) > 0
+    r, g, b = (frame[..., i].astype(int) for i in range(3))
+    jacket = (r > 180) & (g < 70) & (b < 80)  # clearly red, not its shaded edge
+    assert jacket.sum() > 1000, "the jacket is in the frame"
+    assert not (hair & jacket).any()
+    # Her blond hair is close to her skin's colour, but most of the bob is found.
+    assert hair.sum() > 0.8 * cv2.contourArea(mesh[FACE_OVAL].astype(np.float32))

@@ -4,13 +4,14 @@ whose weights ship in the wheel) and the face mesh.
 Hair is what belongs to the person, lies within 0.9 face heights of the face's centre line and
 between just below the chin and 0.8 face heights above the oval (in the face's own axes, so it
 turns with the head), is neither the face below the brows nor the neck, and is not skin:
-darker than the cheeks, or of another hue, or far from their colour. The skin's colour is read
-from six cheek patches of the mesh on every frame, so the clip's lighting does not matter.
-Hair comes in large pieces that reach above the brows; the rest (a collar, the clothes) is
-dropped. Limits: hair the colour of the skin (light brown on a tanned face) is taken for
-skin, hair below the chin is left out, clothes of a colour other than the skin's that touch
-the hair are taken in, and on a face turned far aside the cheeks' colour is read partly off
-the background (`faces_camera` tells such faces apart).
+darker than the cheeks, or of another hue, or far from their colour, but not vivid. The
+skin's colour is read from six cheek patches of the mesh on every frame, so the clip's
+lighting does not matter. Hair comes in large pieces that reach above the brows; the rest (a
+collar, the clothes) is dropped. Limits: hair the colour of the skin (light brown on a tanned
+face) is taken for skin, hair below the chin and vividly dyed hair are left out, clothes of a
+dull colour other than the skin's that touch the hair are taken in, and on a face turned far
+aside the cheeks' colour is read partly off the background (`faces_camera` tells such faces
+apart).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ FACING_TURN = 0.6  # mesh vertices in the middle of each cheek
 SKIN_DISTANCE = 3.0
 DARKER_THAN_SKIN = 25.0
 HUE_OFF_SKIN = 12.0
+# Lab chroma (distance from grey, 0-255 units) over which a colour is too vivid for hair:
+# a red jacket, a green screen. Natural hair, red included, stays well under it.
+VIVID = 40.0
 
 
 class HairSegmenter:
@@ -132,8 +136,10 @@ def hair_mask(frame: np.ndarray, mesh: np.ndarray, person: np.ndarray) -> np.nda
     skin = np.sqrt((((lab - median) / spread) ** 2).mean(-1)) < SKIN_DISTANCE
     darker = lab[..., 0] < median[0] - DARKER_THAN_SKIN
     other_hue = np.abs(lab[..., 1:] - median[1:]).max(-1) > HUE_OFF_SKIN
+    vivid = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128) > VIVID
 
-    hair = (person & region & (darker | other_hue | ~skin) & ~below_brows & ~neck).astype(np.uint8)
+    hair = (person & region & (darker | other_hue | ~skin) & ~below_brows & ~neck
+            & ~vivid).astype(np.uint8)
     hair = cv2.morphologyEx(hair, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     # Hair grows from above the brows and comes in large pieces: specks, and what lies only
     # lower down (a dark collar, the clothes below the chin), are dropped.
