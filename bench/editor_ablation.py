@@ -54,6 +54,7 @@ from s3edit.options import (
     DEFAULT_KEYFRAME_EVERY,
     DEFAULT_PRECISION,
     HAIR_NOISES,
+    LENSES,
     EditOptions,
 )
 from s3edit.pipeline import Pipeline
@@ -221,6 +222,7 @@ def main() -> None:
     p.add_argument("--blend", default=BLENDS[0], choices=BLENDS, help="apply's --blend")
     p.add_argument("--hair-noise", default=HAIR_NOISES[0], choices=HAIR_NOISES,
                    help="apply's --hair-noise")
+    p.add_argument("--lenses", default=LENSES[0], choices=LENSES, help="apply's --lenses")
     p.add_argument("--weights", type=Path, default=default_weights_dir())
     p.add_argument("--expressions", action="store_true",
                    help="edit expression attributes through the landmark codes, as apply does")
@@ -256,7 +258,8 @@ def main() -> None:
                 edited = src.with_suffix(f".{attr}.{label.replace(' ', '_')}.{scale}.mp4")
                 opts = EditOptions(attr, scale, blend=args.blend,
                                    keyframe_every=args.keyframe_every,
-                                   hair_noise=args.hair_noise, overwrite=True, audio=False)
+                                   hair_noise=args.hair_noise, lenses=args.lenses,
+                                   overwrite=True, audio=False)
                 edit_start = time.perf_counter()
                 writer = VideoWriter(edited, info, audio_from=None, overwrite=True)
                 pipeline.editor = editor
@@ -274,10 +277,10 @@ def main() -> None:
                 print(f"{clip_name} {attr} {label}: " + ", ".join(
                     f"{k} {row[k]}" for k in (*METRICS, "edit_seconds")), flush=True)
     print(f"\nfirst {args.frames} frames, {args.steps} steps, refine {args.refine}, eta "
-          f"{args.eta}, blend {args.blend}, hair noise {args.hair_noise}, keyframes every "
-          f"{args.keyframe_every}, measured every {args.every} frames; edit s = decoding the "
-          "edit, pasting back and encoding, and for the first edit of a clip its inversion "
-          f"(cached for the others); tracking, done once per clip, took "
+          f"{args.eta}, blend {args.blend}, hair noise {args.hair_noise}, lenses {args.lenses}, "
+          f"keyframes every {args.keyframe_every}, measured every {args.every} frames; edit s = "
+          "decoding the edit, pasting back and encoding, and for the first edit of a clip its "
+          f"inversion (cached for the others); tracking, done once per clip, took "
           f"{np.mean([r['shared_seconds'] for r in rows]):.1f} s a clip on average\n")
     print(table(rows, ("editor", "scale")))
     print()

@@ -32,6 +32,7 @@ from s3edit.options import (
     DEFAULT_STEPS,
     HAIR_NOISES,
     LANDMARKS,
+    LENSES,
     MASKS,
     PRECISIONS,
     EditOptions,
@@ -71,6 +72,7 @@ Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)
 Landmarks = Enum("Landmarks", {name: name for name in LANDMARKS}, type=str)
 Mask = Enum("Mask", {name: name for name in MASKS}, type=str)
 HairNoise = Enum("HairNoise", {name: name for name in HAIR_NOISES}, type=str)
+Lenses = Enum("Lenses", {name: name for name in LENSES}, type=str)
 DEFAULT_PRECISION_CHOICE = Precision(DEFAULT_PRECISION)
 DEFAULTS = EditOptions("Eyeglasses")  # apply's defaults are the library's
 DEFAULT_BLEND = Blend(BLENDS[0])  # "auto": EditOptions resolves it for the scale
@@ -78,6 +80,7 @@ DEFAULT_EDITOR_CHOICE = EditorName(DEFAULT_EDITOR)
 DEFAULT_LANDMARKS = Landmarks(DEFAULTS.landmarks)
 DEFAULT_MASK = Mask(MASKS[0])  # "auto": EditOptions resolves it for the attribute
 DEFAULT_HAIR_NOISE = HairNoise(HAIR_NOISES[0])  # "auto": likewise
+DEFAULT_LENSES = Lenses(LENSES[0])  # "auto": likewise
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
@@ -181,6 +184,10 @@ def apply(
                           "colour; the paste mask is then the face oval and that hair); "
                           "auto: fresh for hair attributes on a face that mostly faces the "
                           "camera.")] = DEFAULT_HAIR_NOISE,
+    lenses: Annotated[Lenses, typer.Option(help="Eyeglasses as the decoder draws them are rims "
+                      "plus a dark tint over the eyes, which reads as sunglasses: clear keeps "
+                      "the rims and drops the tint (the edit's broad change), decoded keeps "
+                      "it; auto: clear when adding eyeglasses.")] = DEFAULT_LENSES,
     device: Annotated[Device, typer.Option(help="Where the model (and FAN, BiSeNet) runs.")]
     = Device.auto,
     precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)]
@@ -212,8 +219,8 @@ def apply(
         options = EditOptions(attr, scale, blend=blend.value, face_index=face_index,
                               batch_size=batch_size, keyframe_every=keyframe_every, crf=crf,
                               encoder=encoder, landmarks=landmarks.value, mask=mask.value,
-                              hair_noise=hair_noise.value, audio=not no_audio,
-                              overwrite=overwrite)
+                              hair_noise=hair_noise.value, lenses=lenses.value,
+                              audio=not no_audio, overwrite=overwrite)
         if landmarks != DEFAULT_LANDMARKS or mask != DEFAULT_MASK:
             from s3edit.face.backends import check_backends  # imports torch: only when asked
 

@@ -55,6 +55,13 @@ LANDMARKS = ("mediapipe", "fan")
 # on a turned face the decoder draws no blond hair, only a second head of hair at the crop's
 # edge (bench/README.md, stop 26).
 HAIR_NOISES = ("auto", "fresh", "inverted")
+# What the decoder draws for eyeglasses is their mean: thin rims plus a dark tint over the
+# lenses and round the eyes, which in the frame reads as sunglasses or a dark band. clear
+# drops the change's broad part (its Gaussian blur of CLEAR_LENS_SIGMA crop pixels at 64 px,
+# scaled with the crop) and keeps the rims; decoded keeps the change as decoded. auto: clear
+# when adding eyeglasses (bench/README.md, stop 26).
+LENSES = ("auto", "clear", "decoded")
+CLEAR_LENS_SIGMA = 3.0
 MASKS = ("auto", "mesh", "bisenet")
 # What `s3edit apply` encodes with unless told otherwise (visually lossless H.264).
 DEFAULT_CRF = 18
@@ -93,6 +100,7 @@ class EditOptions:
     landmarks: str = LANDMARKS[0]  # see LANDMARKS
     mask: str = MASKS[0]  # see MASKS
     hair_noise: str = HAIR_NOISES[0]  # see HAIR_NOISES; "auto" stays for hair edits
+    lenses: str = LENSES[0]  # see LENSES
     crf: int = DEFAULT_CRF
     encoder: str = DEFAULT_ENCODER  # ffmpeg video encoder
     audio: bool = True
@@ -119,6 +127,10 @@ class EditOptions:
                              f"{', '.join(HAIR_NOISES)}")
         if self.hair_noise == "auto" and not (hair_attribute(self.attr) and self.scale):
             self.hair_noise = "inverted"  # at scale 0 the inverted noise decodes the frame
+        if self.lenses not in LENSES:
+            raise UsageError(f"unknown lenses {self.lenses!r}: choose from {', '.join(LENSES)}")
+        if self.lenses == "auto":
+            self.lenses = "clear" if self.attr == "Eyeglasses" and self.scale > 0 else "decoded"
         if self.keyframe_every < 1:
             raise UsageError(f"keyframe_every must be at least 1, got {self.keyframe_every}")
 

@@ -48,6 +48,7 @@ from s3edit.model.face_model import FaceModel, load_face_model
 from s3edit.model.inputs import ModelInput, model_input, to_model_range, to_uint8
 from s3edit.options import (
     ADAPTIVE_DETAIL_KNEE,
+    CLEAR_LENS_SIGMA,
     DEFAULT_EDITOR,
     DEFAULT_ETA,
     DEFAULT_GUIDANCE,
@@ -245,17 +246,21 @@ class Pipeline:
         return code, inputs, self.model.encode(inputs.images, code, inputs.landmarks)
 
     def decode_face(self, code: torch.Tensor, inputs: ModelInput, latents: torch.Tensor,
-                    attr: str, scale: float, hair: np.ndarray | None = None) -> np.ndarray:
+                    attr: str, scale: float, hair: np.ndarray | None = None,
+                    clear_lenses: bool = False) -> np.ndarray:
         """`invert_face`'s face as the edit leaves it, (R, R, 3) uint8: the crop plus what
         the edit changes (scale 0: the reconstruction); with `hair` (`hair_crop`), decoded
-        with fresh hair noise, as apply does."""
+        with fresh hair noise, and with `clear_lenses` without the change's tint, as apply
+        does."""
         if hair is not None:
             latents = with_fresh_hair_noise(latents, hair[None])
         edit = edit_codes(self.editor, self.expressions, code, attr, scale)
         edited, base = self.decode_change(latents, code, inputs.landmarks, edit,
                                           inputs.crops, decoded_base=False)
-        change = edited[0].astype(np.float32) - base[0]
-        return np.clip(inputs.crops[0] + change, 0, 255).round().astype(np.uint8)
+        change = edited.astype(np.float32) - base
+        if clear_lenses:
+            change = without_tint(change)
+        return np.clip(inputs.crops[0] + change[0], 0, 255).round().astype(np.uint8)
 
     def hair_crop(self, frame: np.ndarray, mesh: np.ndarray, square: np.ndarray) -> np.ndarray:
         """(HAIR_CROP, HAIR_CROP) float32: the face's hair in its aligned crop, feathered."""
@@ -430,7 +435,8 @@ class Pipeline:
         edited, base = self.decode_change(latents, clip.clip_code, landmarks, edit,
                                           batch.inputs.crops[keys],
                                           options.blend == "residual-decoded")
-        batch.delta[keys] = edited.astype(np.float32) - base
+        delta = edited.astype(np.float32) - base
+        batch.delta[keys] = without_tint(delta) if options.lenses == "clear" else delta
 
     def interpolate(self, batch: Batch, last_key: tuple[int, np.ndarray] | None
                     ) -> tuple[int, np.ndarray] | None:
@@ -486,7 +492,7 @@ class Pipeline:
                 return paste_back(frame, np.clip(crop + delta, 0, 255), square, mask)
             knee = ADAPTIVE_DETAIL_KNEE if options.blend == "adaptive" else None
             return paste_back(frame, crop + delta, square, mask, reconstructed_crop=crop,
-                              replace_detail=knee)
+                              replace_detail=knee, thin_lines=options.lenses == "clear")
 
 
 def with_fresh_hair_noise(latents: torch.Tensor, hair: np.ndarray) -> torch.Tensor:
@@ -500,3 +506,11 @@ def with_fresh_hair_noise(latents: torch.Tensor, hair: np.ndarray) -> torch.Tens
                                        (0, 0), size / 40) for m in hair])
     m = torch.from_numpy(masks)[:, None].to(latents)
     return latents * (1 - m) + fresh.to(latents) * m
+
+
+def without_tint(delta: np.ndarray) -> np.ndarray:
+    """The changes (N, R, R, 3) of aligned crops less their broad part, a Gaussian blur of
+    CLEAR_LENS_SIGMA pixels at 64 px: what is left of an eyeglasses edit is the rims, without
+    the lens tint and the shading round the eyes."""
+    sigma = CLEAR_LENS_SIGMA * delta.shape[1] / 64
+    return np.stack([d - cv2.GaussianBlur(d, (0, 0), sigma) for d in delta])

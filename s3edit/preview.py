@@ -32,7 +32,8 @@ def edit_frame(pipeline: Pipeline, frame: np.ndarray, face: Face, code: torch.Te
     square = square_from_landmarks(face.lm68)
     hair = (pipeline.hair_crop(frame, face.mesh, square)
             if pipeline.redraws_hair(options, face.mesh[None]) else None)
-    edited = pipeline.decode_face(code, inputs, latents, attr, scale, hair)
+    edited = pipeline.decode_face(code, inputs, latents, attr, scale, hair,
+                                  clear_lenses=options.lenses == "clear")
     parser = pipeline.parser(options.mask)
     labels = None if parser is None else parser(align_crop(frame, square, parser.size)[None])[0]
     crop = inputs.crops[0].astype(np.float32)

@@ -208,3 +208,36 @@ def test_blond_hair_redraws_the_hair_and_leaves_the_background(run_s3edit, share
     assert light > 60 and yellow > inverted_yellow + 1  # both lighten it; fresh more golden
     assert blond["fresh"] > blond["inverted"] + 0.03
     assert wall["fresh"] < 2 and wall["inverted"] > 3 * wall["fresh"]
+
+
+def test_clear_lenses_draw_rims_where_the_decoded_edit_darkens_the_eyes(run_s3edit, shared_data,
+                                                                         tmp_path):
+    """videoretalking 1, eyeglasses +0.6. As decoded, the edit darkens the eyes like
+    sunglasses (by 17 grey levels on average); the default (clear lenses) keeps the rims and
+    drops the tint: the eyes keep most of their brightness while dark lines stay round them,
+    and the classifier still calls them eyeglasses on every measured frame, with the identity
+    kept at least as well."""
+    from s3edit.face.landmarks import FaceDetector
+    from s3edit.face.mask import face_size, region_mask
+    from s3edit.metrics.evaluate import evaluate_pair
+
+    clip = tmp_path / "no glasses.mp4"
+    ffmpeg("-i", shared_clip(shared_data, FACE_CLIP), "-frames:v", "12", "-an", clip)
+    original = frames(clip)
+    with FaceDetector(video=False) as detect:
+        mesh = max(detect(original[0]), key=lambda f: f.area).mesh
+    eyes = region_mask(mesh, original.shape[1:3], "eyes") > 0
+    size = int(0.25 * face_size(mesh))
+    ring = (cv2.dilate(eyes.astype(np.uint8), np.ones((size, size), np.uint8)) > 0) & ~eyes
+    change, darkest, result = {}, {}, {}
+    for lenses in ("clear", "decoded"):
+        out = tmp_path / f"{lenses}.mp4"
+        apply(run_s3edit, clip, out, "--scale", "0.6", "--lenses", lenses, steps=10)
+        diff = frames(out)[0].astype(float).mean(-1) - original[0].astype(float).mean(-1)
+        change[lenses] = diff[eyes].mean()
+        darkest[lenses] = np.percentile(diff[ring], 5)
+        result[lenses] = evaluate_pair(clip, out, "Eyeglasses", every=3)
+    assert change["decoded"] < -10 and change["clear"] > 0.5 * change["decoded"]  # the tint
+    assert darkest["clear"] < -20  # the rims round the eyes
+    assert min(result["clear"]["per_frame"]["target_edited"]) > 0.7
+    assert result["clear"]["identity"] >= result["decoded"]["identity"] - 0.005

@@ -266,6 +266,26 @@ def test_residual_paste():
         paste_back(frame, brighter, square, mask, reconstructed_crop=reconstructed[:128])
 
 
+def test_thin_lines_draws_a_soft_rim_as_a_line():
+    """A rim a crop pixel wide, darkening by 60 at the model's 64 px, in a face about 3.5
+    times that size in the frame: warped, it is a soft band; with `thin_lines` it is narrower
+    and darker at its middle, and nothing is brightened (the unsharp mask's halo is cut)."""
+    frame, square, mask, mesh = _scene()
+    frame = np.full_like(frame, 128)
+    crop = np.full((64, 64, 3), 128, np.uint8)
+    rim = crop.copy()
+    rim[:, 31:33] -= 60  # a vertical line through the crop's middle
+    soft = paste_back(frame, rim, square, mask, reconstructed_crop=crop).astype(float)
+    thin = paste_back(frame, rim, square, mask, reconstructed_crop=crop,
+                      thin_lines=True).astype(float)
+    assert (thin <= 128).all() and (soft <= 128).all()
+    nose_row = int(round(mesh[1, 1]))
+    soft_dark, thin_dark = 128 - soft[nose_row, :, 0], 128 - thin[nose_row, :, 0]
+    assert thin_dark.max() > soft_dark.max() + 10
+    assert (thin_dark > 10).sum() < (soft_dark > 10).sum()
+    assert (thin_dark > 10).sum() > 0
+
+
 def test_replace_detail_drops_what_the_edit_removed_and_keeps_the_rest():
     """A thin dark rim (a spectacle frame) that the edit removes at the model's 64 px: the
     residual paste lets the sharp rim show through, replace_detail takes it out, and away from

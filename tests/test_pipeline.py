@@ -174,3 +174,32 @@ def test_fresh_hair_noise_redraws_the_hair_alike_on_every_frame():
     torch.testing.assert_close(redrawn[0, :, :2], redrawn[1, :, :2])  # the same draw
     assert (redrawn[:, :, :2] - latents[:, :, :2]).abs().mean() > 0.5
     torch.testing.assert_close(with_fresh_hair_noise(latents, hair), redrawn)
+
+
+def test_lenses_are_clear_when_adding_eyeglasses():
+    assert EditOptions("eyeglasses", 0.6).lenses == "clear"
+    assert EditOptions("eyeglasses", -0.6).lenses == "decoded", "taking them off: the tint too"
+    assert EditOptions("eyeglasses", 0).lenses == "decoded"
+    assert EditOptions("young", 0.6).lenses == "decoded"
+    assert EditOptions("eyeglasses", 0.6, lenses="decoded").lenses == "decoded", "as asked"
+    with pytest.raises(UsageError, match="lenses"):
+        EditOptions("eyeglasses", 0.6, lenses="dark")
+
+
+def test_without_tint_keeps_thin_rims_and_drops_broad_shading():
+    """A change made of a broad dark patch (the lens tint) and a one-pixel dark ring (a rim):
+    the patch goes, the ring stays."""
+    from s3edit.pipeline import without_tint
+
+    y, x = np.mgrid[0:64, 0:64].astype(np.float32)
+    patch = -40 * np.exp(-((x - 32) ** 2 + (y - 32) ** 2) / (2 * 10**2))
+    ring = np.where(np.abs(np.hypot(x - 32, y - 32) - 12) < 0.5, -60.0, 0.0)
+    delta = np.repeat((patch + ring)[None, ..., None], 3, axis=-1).astype(np.float32)
+    clear = without_tint(delta)
+    assert clear.shape == delta.shape
+    on_ring, inside = np.abs(np.hypot(x - 32, y - 32) - 12) < 0.5, np.hypot(x - 32, y - 32) < 6
+    assert clear[0][inside].mean() > -4, "the patch's darkening inside the ring is gone"
+    assert delta[0][inside].mean() < -35
+    assert clear[0][on_ring].mean() < -30, "the ring keeps most of its darkness"
+    np.testing.assert_allclose(without_tint(np.full((1, 64, 64, 3), 9.0, np.float32)), 0,
+                               atol=1e-4)

@@ -18,10 +18,16 @@ import numpy as np
 
 from s3edit.face.align import uncrop
 
+# The unsharp mask of `paste_back(thin_lines=True)`: on the dev clips a width of 0.7 crop
+# pixels and a gain of 2 turned the eyeglasses' soft rims into lines (bench/README.md, stop 26).
+THIN_LINE_SIGMA = 0.7
+THIN_LINE_GAIN = 2.0
+
 
 def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np.ndarray, *,
                reconstructed_crop: np.ndarray | None = None,
-               replace_detail: tuple[float, float] | None = None) -> np.ndarray:
+               replace_detail: tuple[float, float] | None = None,
+               thin_lines: bool = False) -> np.ndarray:
     """The frame (uint8, h x w [x c]) with the edited `crop` of `square` blended in.
 
     `mask` is (h, w) in [0, 1] at the frame's resolution. Giving `reconstructed_crop` (the
@@ -29,6 +35,10 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np
     `replace_detail` (residual mode only) = (low, high): where the change of a crop pixel
     (largest over channels, in 0-255 units, smoothed over a pixel) is above `low`, the frame's
     own detail is faded out, entirely above `high`, so the face there is the edited crop.
+    `thin_lines` (residual mode only) takes the change for dark lines drawn at the crop's
+    resolution, such as spectacle rims: warped to the frame, it is sharpened by an unsharp mask
+    (THIN_LINE_SIGMA crop pixels, weight THIN_LINE_GAIN) and only its darkening is kept, so a
+    rim a crop pixel or two wide is drawn as a line, not a soft band.
     """
     if mask.shape != frame.shape[:2]:
         raise ValueError(f"mask is {mask.shape}, frame is {frame.shape[:2]}")
@@ -58,7 +68,14 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np
         blended = base * (1 - m * cover) + warped * m
     else:
         change = crop.astype(np.float32) - reconstructed_crop.astype(np.float32)
-        blended = base + _warp(change, local, box_shape, frame.ndim) * m
+        warped_change = _warp(change, local, box_shape, frame.ndim)
+        if thin_lines:
+            crop_pixel = 2 * np.linalg.norm(square[1]) / crop.shape[0]  # in frame pixels
+            soft = cv2.GaussianBlur(warped_change, (0, 0), THIN_LINE_SIGMA * crop_pixel)
+            warped_change = np.minimum(
+                warped_change + THIN_LINE_GAIN * (warped_change - soft.reshape(
+                    warped_change.shape)), 0)
+        blended = base + warped_change * m
         if replace_detail is not None:
             low, high = replace_detail
             strength = cv2.GaussianBlur(np.abs(change).max(axis=-1) if change.ndim == 3
