@@ -263,11 +263,15 @@ class Pipeline:
         return np.clip(inputs.crops[0] + change[0], 0, 255).round().astype(np.uint8)
 
     def hair_crop(self, frame: np.ndarray, mesh: np.ndarray, square: np.ndarray) -> np.ndarray:
-        """(HAIR_CROP, HAIR_CROP) float32: the face's hair in its aligned crop, feathered."""
+        """(HAIR_CROP, HAIR_CROP) float32: the face's hair in its aligned crop, feathered,
+        and faded out over the crop's outer 4%: hair past the crop gets no change, and there
+        the redrawn colour would stop at a straight edge."""
         with self.timer("hair mask"):
             hair = align_crop(self.hair_segmenter(frame, mesh), square, HAIR_CROP,
                               border=cv2.BORDER_CONSTANT)
-            return cv2.GaussianBlur(hair, (0, 0), HAIR_CROP / 100)
+            edge = np.minimum(np.arange(HAIR_CROP), np.arange(HAIR_CROP)[::-1]) + 0.5
+            ramp = np.clip(edge / (0.04 * HAIR_CROP), 0, 1).astype(np.float32)
+            return cv2.GaussianBlur(hair, (0, 0), HAIR_CROP / 100) * np.outer(ramp, ramp)
 
     def decode_change(self, latents: torch.Tensor, clip_code: torch.Tensor,
                       landmarks: torch.Tensor, edit: CodeEdit, crops: np.ndarray,
