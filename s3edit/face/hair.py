@@ -22,14 +22,7 @@ import cv2
 import numpy as np
 
 from s3edit.face.landmarks import native_stderr_silenced
-from s3edit.face.mask import (
-    BROW_LEFT,
-    BROW_RIGHT,
-    EYE_CORNERS,
-    FACE_OVAL,
-    MOUTH_CORNERS,
-    face_size,
-)
+from s3edit.face.mask import FACE_OVAL, face_axes, face_size
 
 CHEEK_POINTS = [50, 280, 101, 330, 205, 425]
 CHEEK_SIDES = (234, 454)  # mesh vertices at the oval's left and right edges, by the ears
@@ -94,18 +87,10 @@ def faces_camera(meshes: np.ndarray) -> bool:
 def hair_mask(frame: np.ndarray, mesh: np.ndarray, person: np.ndarray) -> np.ndarray:
     """The hair of the face of `mesh` on `frame`, given the (h, w) bool `person` mask."""
     h, w = frame.shape[:2]
-    eye_a = mesh[list(EYE_CORNERS[:2])].mean(0)
-    eye_b = mesh[list(EYE_CORNERS[2:])].mean(0)
-    across = (eye_b - eye_a) / np.linalg.norm(eye_b - eye_a)
-    up = np.array([across[1], -across[0]])
-    mouth = mesh[list(MOUTH_CORNERS)].mean(0)
-    if np.dot(up, (eye_a + eye_b) / 2 - mouth) < 0:
-        up = -up  # point from the mouth to the eyes whatever the mesh's handedness
+    axes = face_axes(mesh)
+    across, up, width, height = axes.across, axes.up, axes.width, axes.height
+    centre_u, brow_v = axes.centre_u, axes.brow_v
     oval = mesh[FACE_OVAL].astype(np.float64)
-    u, v = oval @ across, oval @ up
-    width, height = np.ptp(u), np.ptp(v)
-    centre_u = (u.min() + u.max()) / 2
-    brow_v = float(np.mean(mesh[BROW_LEFT + BROW_RIGHT] @ up))
 
     # Work in the box the region can reach, 1.6 face heights round the oval's centre at most
     # (0.9 aside, 1.3 up), which saves most of the time on a large frame.
@@ -117,12 +102,12 @@ def hair_mask(frame: np.ndarray, mesh: np.ndarray, person: np.ndarray) -> np.nda
     pu = xs * across[0] + ys * across[1]
     pv = xs * up[0] + ys * up[1]
     # Sideways by the face's height, which does not shrink as the head turns away.
-    region = ((np.abs(pu - centre_u) < 0.9 * height) & (pv > v.min() - 0.1 * height)
-              & (pv < v.max() + 0.8 * height))
+    region = ((np.abs(pu - centre_u) < 0.9 * height) & (pv > axes.chin_v - 0.1 * height)
+              & (pv < axes.top_v + 0.8 * height))
     inside = np.zeros(frame.shape[:2], np.uint8)
     cv2.fillPoly(inside, [np.round(oval - [x0, y0]).astype(np.int32)], 1)
     below_brows = inside.astype(bool) & (pv < brow_v + 0.08 * height)
-    neck = (pv < v.min() + 0.1 * height) & (np.abs(pu - centre_u) < 0.35 * width)  # shadowed
+    neck = (pv < axes.chin_v + 0.1 * height) & (np.abs(pu - centre_u) < 0.35 * width)  # shadowed
 
     lab = cv2.cvtColor(frame, cv2.COLOR_RGB2LAB).astype(np.float32)
     r = max(2, round(0.03 * width))

@@ -16,6 +16,8 @@ box it does not change with roll, and it shrinks less than the eye distance when
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -145,20 +147,43 @@ def _hull(points: np.ndarray) -> np.ndarray:
     return cv2.convexHull(points.astype(np.float32))[:, 0]
 
 
-def _hair_polygon(mesh: np.ndarray) -> np.ndarray:
-    """Polygon above and beside the face, laid out along the face's own axes."""
+@dataclass(frozen=True)
+class FaceAxes:
+    """A face's own frame: unit vectors `across` (from the subject's right eye to the left) and
+    `up` (from the mouth to the eyes), and the oval's extent along them, in pixels: `width`
+    and `height`, the middle `centre_u` across, `chin_v` and `top_v` up; `brow_v` is the
+    brows' mean height. A point p lies at u = p @ across, v = p @ up."""
+
+    across: np.ndarray
+    up: np.ndarray
+    width: float
+    height: float
+    centre_u: float
+    chin_v: float
+    top_v: float
+    brow_v: float
+
+
+def face_axes(mesh: np.ndarray) -> FaceAxes:
+    """`FaceAxes` of a 478-point mesh; they turn with the head."""
     eye_a = mesh[list(EYE_CORNERS[:2])].mean(0)  # the subject's right eye, then left
     eye_b = mesh[list(EYE_CORNERS[2:])].mean(0)
     across = (eye_b - eye_a) / np.linalg.norm(eye_b - eye_a)
     up = np.array([across[1], -across[0]])
     if np.dot(up, (eye_a + eye_b) / 2 - mesh[list(MOUTH_CORNERS)].mean(0)) < 0:
         up = -up  # point from the mouth to the eyes whatever the mesh's handedness
-
     oval = mesh[FACE_OVAL].astype(np.float64)
     u, v = oval @ across, oval @ up
-    width, height = np.ptp(u), np.ptp(v)
-    centre_u = (u.min() + u.max()) / 2
-    brow_v = float(np.mean(mesh[BROW_LEFT + BROW_RIGHT] @ up))
+    return FaceAxes(across, up, float(np.ptp(u)), float(np.ptp(v)), float(u.min() + u.max()) / 2,
+                    float(v.min()), float(v.max()),
+                    float(np.mean(mesh[BROW_LEFT + BROW_RIGHT] @ up)))
+
+
+def _hair_polygon(mesh: np.ndarray) -> np.ndarray:
+    """Polygon above and beside the face, laid out along the face's own axes."""
+    axes = face_axes(mesh)
+    across, up, width, height = axes.across, axes.up, axes.width, axes.height
+    centre_u, brow_v = axes.centre_u, axes.brow_v
     nose_v = float(mesh[NOSE_TIP] @ up)
 
     half_w = width / 2 + 0.25 * width
