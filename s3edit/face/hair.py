@@ -24,14 +24,14 @@ import numpy as np
 from s3edit.face.landmarks import native_stderr_silenced
 from s3edit.face.mask import FACE_OVAL, face_axes, face_size
 
-CHEEK_POINTS = [50, 280, 101, 330, 205, 425]
+CHEEK_POINTS = [50, 280, 101, 330, 205, 425]  # mesh vertices in the middle of each cheek
 CHEEK_SIDES = (234, 454)  # mesh vertices at the oval's left and right edges, by the ears
 NOSE_TIP = 1
 # `head_turn` beyond which a face no longer faces the camera. On the dev clips the frontal
 # faces stay within 0.5 (median 0.32 at most) and the turned ones beyond 0.8 (median 0.96 and
 # more): on those the decoder draws no blond hair from fresh noise, only a second head of hair
 # at the crop's edge.
-FACING_TURN = 0.6  # mesh vertices in the middle of each cheek
+FACING_TURN = 0.6
 # Lab distance from the cheeks' median, in robust standard deviations, under which a pixel is
 # skin; a pixel this much darker (L, 0-255) than the cheeks, or this far off in hue, is not.
 SKIN_DISTANCE = 3.0
