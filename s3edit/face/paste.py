@@ -71,10 +71,9 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np
         warped_change = _warp(change, local, box_shape, frame.ndim)
         if thin_lines:
             crop_pixel = 2 * np.linalg.norm(square[1]) / crop.shape[0]  # in frame pixels
-            soft = cv2.GaussianBlur(warped_change, (0, 0), THIN_LINE_SIGMA * crop_pixel)
-            warped_change = np.minimum(
-                warped_change + THIN_LINE_GAIN * (warped_change - soft.reshape(
-                    warped_change.shape)), 0)
+            soft = cv2.GaussianBlur(warped_change, (0, 0), THIN_LINE_SIGMA * crop_pixel
+                                    ).reshape(warped_change.shape)  # cv2 drops a 1-channel axis
+            warped_change = np.minimum(warped_change + THIN_LINE_GAIN * (warped_change - soft), 0)
         blended = base + warped_change * m
         if replace_detail is not None:
             low, high = replace_detail
