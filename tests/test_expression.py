@@ -13,7 +13,7 @@ from s3edit.edit.expression import (
     edit_codes,
     fit_expression_directions,
 )
-from s3edit.model.codes import LANDMARK_DIM
+from s3edit.model.codes import ATTRIBUTE_DIM, IDENTITY_DIM, LANDMARK_DIM
 
 SMILING = ATTRIBUTES.index("Smiling")
 MOUTH_LEFT, MOUTH_RIGHT = 48 - 17, 54 - 17  # iBUG mouth corners among the 51 coded points
@@ -83,6 +83,26 @@ def test_edit_codes_routes_expressions_to_the_landmarks():
     # Scale 0 changes nothing, by either route.
     for attr in ("Smiling", "Eyeglasses"):
         assert not edit_codes(editor, model, identity, attr, 0).changes(identity)
+
+
+def test_edited_blond_is_held_at_the_labels_value_and_the_rest_left_free():
+    """The editors push an attribute value far past the labels' +1; for blond hair the decoder
+    then draws grey, so the edited code holds Blond_Hair at +1. Eyeglasses, the identity and
+    codes without attribute values keep what the editor wrote."""
+    code = torch.cat([torch.nn.functional.normalize(torch.randn(IDENTITY_DIM), dim=0),
+                      torch.rand(ATTRIBUTE_DIM) * 2 - 1])
+    blond, glasses = (IDENTITY_DIM + ATTRIBUTES.index(a) for a in ("Blond_Hair", "Eyeglasses"))
+    edited = edit_codes(RecordingEditor(), None, code, "Blond_Hair", 3.0).identity
+    assert edited[blond] == 1.0 and edited[glasses] == code[glasses] + 3.0
+    others = torch.ones(len(code), dtype=torch.bool)
+    others[blond] = False
+    torch.testing.assert_close(edited[others], code[others] + 3.0)
+    # Under the limit the value is the editor's own.
+    assert edit_codes(RecordingEditor(), None, code, "Blond_Hair", -0.5).identity[blond] \
+        == code[blond] - 0.5
+    identity_only = torch.randn(IDENTITY_DIM)
+    torch.testing.assert_close(edit_codes(RecordingEditor(), None, identity_only, "Blond_Hair",
+                                          3.0).identity, identity_only + 3.0)
 
 
 def test_save_load_round_trip(tmp_path):
