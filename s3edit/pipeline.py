@@ -40,7 +40,7 @@ from s3edit.face.hair import HairSegmenter, faces_camera
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector
 from s3edit.face.mask import face_mask, parsed_face_mask
-from s3edit.face.paste import paste_back
+from s3edit.face.paste import extend_past_crop, paste_back
 from s3edit.face.track import FaceTrack, FaceTracker
 from s3edit.keyframes import interpolated_delta, select_keyframes
 from s3edit.model.codes import clip_code, identity_code
@@ -136,13 +136,30 @@ class Batch:
     inputs: ModelInput | None = None
     # (len(todo), R, R, 3) float32: what the edit changes in each aligned crop
     delta: np.ndarray | None = None
-    # (len(todo), HAIR_CROP, HAIR_CROP) float32: the hair in each aligned crop (fresh hair noise)
-    hair: np.ndarray | None = None
+    # the hair found on each frame (fresh hair noise)
+    hair: list[FoundHair] | None = None
+
+
+@dataclass
+class FoundHair:
+    """A face's hair on one frame. `crop`: (HAIR_CROP, HAIR_CROP) float32 in the aligned crop,
+    feathered and faded out over the crop's outer HAIR_EDGE_FADE, where the noise is redrawn
+    and the decoded change pasted through; `frame`: (h, w) uint8 0/1 on the whole frame, for
+    the hair past the crop."""
+
+    crop: np.ndarray
+    frame: np.ndarray
 
 
 # Side of the aligned crops the hair mask is kept at between finding it and pasting: finer
 # than the model's crops, whose edge would show as steps on a large face.
 HAIR_CROP = 256
+# Share of the crop's side over which the decoded hair change fades out at its edge, into the
+# mean change the hair past the crop gets (a bob's ends below the chin): 8% softened the edge
+# more but took d0's blond from +0.40 to +0.31 (bench/README.md, stop 26).
+HAIR_EDGE_FADE = 0.04
+# The band along the crop's edge whose hair gives the mean change of the hair past the crop.
+HAIR_EDGE_BAND = 0.15
 
 
 class Pipeline:
@@ -246,14 +263,14 @@ class Pipeline:
         return code, inputs, self.model.encode(inputs.images, code, inputs.landmarks)
 
     def decode_face(self, code: torch.Tensor, inputs: ModelInput, latents: torch.Tensor,
-                    attr: str, scale: float, hair: np.ndarray | None = None,
+                    attr: str, scale: float, hair: FoundHair | None = None,
                     clear_lenses: bool = False) -> np.ndarray:
         """`invert_face`'s face as the edit leaves it, (R, R, 3) uint8: the crop plus what
-        the edit changes (scale 0: the reconstruction); with `hair` (`hair_crop`), decoded
+        the edit changes (scale 0: the reconstruction); with `hair` (`find_hair`), decoded
         with fresh hair noise, and with `clear_lenses` without the change's tint, as apply
         does."""
         if hair is not None:
-            latents = with_fresh_hair_noise(latents, hair[None])
+            latents = with_fresh_hair_noise(latents, hair.crop[None])
         edit = edit_codes(self.editor, self.expressions, code, attr, scale)
         edited, base = self.decode_change(latents, code, inputs.landmarks, edit,
                                           inputs.crops, decoded_base=False)
@@ -262,16 +279,14 @@ class Pipeline:
             change = without_tint(change)
         return np.clip(inputs.crops[0] + change[0], 0, 255).round().astype(np.uint8)
 
-    def hair_crop(self, frame: np.ndarray, mesh: np.ndarray, square: np.ndarray) -> np.ndarray:
-        """(HAIR_CROP, HAIR_CROP) float32: the face's hair in its aligned crop, feathered,
-        and faded out over the crop's outer 4%: hair past the crop gets no change, and there
-        the redrawn colour would stop at a straight edge."""
+    def find_hair(self, frame: np.ndarray, mesh: np.ndarray, square: np.ndarray) -> FoundHair:
+        """The face's hair on the frame and in its aligned crop (see FoundHair)."""
         with self.timer("hair mask"):
-            hair = align_crop(self.hair_segmenter(frame, mesh), square, HAIR_CROP,
-                              border=cv2.BORDER_CONSTANT)
-            edge = np.minimum(np.arange(HAIR_CROP), np.arange(HAIR_CROP)[::-1]) + 0.5
-            ramp = np.clip(edge / (0.04 * HAIR_CROP), 0, 1).astype(np.float32)
-            return cv2.GaussianBlur(hair, (0, 0), HAIR_CROP / 100) * np.outer(ramp, ramp)
+            hair = self.hair_segmenter(frame, mesh)
+            crop = align_crop(hair, square, HAIR_CROP, border=cv2.BORDER_CONSTANT)
+            crop = (cv2.GaussianBlur(crop, (0, 0), HAIR_CROP / 100)
+                    * crop_edge_fade(HAIR_CROP, HAIR_EDGE_FADE))
+            return FoundHair(crop, hair.astype(np.uint8))
 
     def decode_change(self, latents: torch.Tensor, clip_code: torch.Tensor,
                       landmarks: torch.Tensor, edit: CodeEdit, crops: np.ndarray,
@@ -418,8 +433,8 @@ class Pipeline:
                     [track.lm68[t] for t, _ in batch.todo], self.model.resolution)
             batch.delta = np.zeros(batch.inputs.crops.shape, np.float32)
         if batch.todo and fresh_hair:
-            batch.hair = np.stack([self.hair_crop(frame, track.mesh[t], track.squares[t])
-                                   for t, frame in batch.todo])
+            batch.hair = [self.find_hair(frame, track.mesh[t], track.squares[t])
+                          for t, frame in batch.todo]
         return batch
 
     def run_model(self, batch: Batch, clip: ClipAnalysis, edit: CodeEdit,
@@ -435,7 +450,8 @@ class Pipeline:
         with self.timer("model encode (invert)"):
             latents = self.model.encode(x0, clip.clip_code, landmarks)
         if batch.hair is not None:
-            latents = with_fresh_hair_noise(latents, batch.hair[keys])
+            latents = with_fresh_hair_noise(
+                latents, np.stack([batch.hair[i].crop for i in np.flatnonzero(keys)]))
         edited, base = self.decode_change(latents, clip.clip_code, landmarks, edit,
                                           batch.inputs.crops[keys],
                                           options.blend == "residual-decoded")
@@ -478,25 +494,42 @@ class Pipeline:
 
     def paste_face(self, frame: np.ndarray, crop: np.ndarray, delta: np.ndarray,
                    square: np.ndarray, mesh: np.ndarray, options: EditOptions,
-                   labels: np.ndarray | None = None, hair: np.ndarray | None = None
+                   labels: np.ndarray | None = None, hair: FoundHair | None = None
                    ) -> np.ndarray:
         """One frame with the edit's change `delta` to its aligned `crop` pasted back through
         the face mask (`labels`: the face parsing of the crop, for the parsed mask), and
-        through the found `hair` of the aligned crop, where the hair was redrawn."""
+        through the found `hair` where the hair was redrawn; the hair past the crop then
+        takes the mean change of the hair along the crop's edge."""
         with self.timer("mask"):
             if labels is not None:
                 mask = parsed_face_mask(labels, square, mesh, frame.shape[:2], attr=options.attr)
             elif hair is not None:  # the hair found, not the mesh's guess with background in it
                 mask = np.maximum(face_mask(mesh, frame.shape[:2]),
-                                  uncrop(hair, square, frame.shape))
+                                  uncrop(hair.crop, square, frame.shape))
             else:
                 mask = face_mask(mesh, frame.shape[:2], attr=options.attr)
         with self.timer("paste back"):
             if options.blend == "plain":
-                return paste_back(frame, np.clip(crop + delta, 0, 255), square, mask)
-            knee = ADAPTIVE_DETAIL_KNEE if options.blend == "adaptive" else None
-            return paste_back(frame, crop + delta, square, mask, reconstructed_crop=crop,
-                              replace_detail=knee, thin_lines=options.lenses == "clear")
+                pasted = paste_back(frame, np.clip(crop + delta, 0, 255), square, mask)
+            else:
+                knee = ADAPTIVE_DETAIL_KNEE if options.blend == "adaptive" else None
+                pasted = paste_back(frame, crop + delta, square, mask, reconstructed_crop=crop,
+                                    replace_detail=knee, thin_lines=options.lenses == "clear")
+        if hair is None:
+            return pasted
+        with self.timer("hair past the crop"):
+            size = delta.shape[0]
+            edge_hair = (cv2.resize(hair.crop, (size, size), interpolation=cv2.INTER_AREA)
+                         * (1 - crop_edge_fade(size, HAIR_EDGE_BAND)))
+            return extend_past_crop(pasted, delta, square, edge_hair, hair.frame,
+                                    crop_edge_fade(HAIR_CROP, HAIR_EDGE_FADE))
+
+
+def crop_edge_fade(size: int, share: float) -> np.ndarray:
+    """(size, size) float32: 1 inside, falling to 0 over the outer `share` of each side."""
+    edge = np.minimum(np.arange(size), np.arange(size)[::-1]) + 0.5
+    ramp = np.clip(edge / (share * size), 0, 1).astype(np.float32)
+    return np.outer(ramp, ramp)
 
 
 def with_fresh_hair_noise(latents: torch.Tensor, hair: np.ndarray) -> torch.Tensor:

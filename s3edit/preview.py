@@ -30,7 +30,7 @@ def edit_frame(pipeline: Pipeline, frame: np.ndarray, face: Face, code: torch.Te
     frame's."""
     options = EditOptions(attr, scale)
     square = square_from_landmarks(face.lm68)
-    hair = (pipeline.hair_crop(frame, face.mesh, square)
+    hair = (pipeline.find_hair(frame, face.mesh, square)
             if pipeline.redraws_hair(options, face.mesh[None]) else None)
     edited = pipeline.decode_face(code, inputs, latents, attr, scale, hair,
                                   clear_lenses=options.lenses == "clear")

@@ -5,7 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from helpers import FACE_CLIP, PCAVS_CLIP, PORTRAIT_CLIP, ffmpeg, psnr, shared_clip
+from helpers import BOB_CLIP, FACE_CLIP, PCAVS_CLIP, PORTRAIT_CLIP, ffmpeg, psnr, shared_clip
 
 from s3edit.video import probe, read_frames
 from s3edit.weights import REPO_WEIGHTS, autoencoder_dir
@@ -208,6 +208,40 @@ def test_blond_hair_redraws_the_hair_and_leaves_the_background(run_s3edit, share
     assert light > 60 and yellow > inverted_yellow + 1  # both lighten it; fresh more golden
     assert blond["fresh"] > blond["inverted"] + 0.03
     assert wall["fresh"] < 2 and wall["inverted"] > 3 * wall["fresh"]
+
+
+def test_blond_hair_reaches_the_ends_of_a_bob_past_the_crop(run_s3edit, shared_data, tmp_path):
+    """videoretalking 4: her bob ends just below the model's crop. The hair there, past the
+    crop, is lightened and made golden like the hair inside it, not left brown under a
+    straight edge."""
+    from s3edit.face.align import square_from_landmarks
+    from s3edit.face.hair import HairSegmenter
+    from s3edit.face.landmarks import FaceDetector
+
+    clip, out = tmp_path / "bob.mp4", tmp_path / "blond.mp4"
+    ffmpeg("-i", shared_clip(shared_data, BOB_CLIP), "-frames:v", "4", "-an", clip)
+    apply(run_s3edit, clip, out, "--attr", "blond_hair", "--scale", "0.6", steps=10)
+    original, edited = frames(clip)[0], frames(out)[0]
+    with FaceDetector(video=False) as detect:
+        face = max(detect(original), key=lambda f: f.area)
+    with HairSegmenter() as segment:
+        hair = segment(original, face.mesh) > 0
+    centre, across, down = square_from_landmarks(face.lm68)
+    ys, xs = np.mgrid[:original.shape[0], :original.shape[1]]
+    offset = np.stack([xs - centre[0], ys - centre[1]], -1)
+    v = offset @ down / down.dot(down)  # 1 on the crop's bottom edge
+    u = offset @ across / across.dot(across)
+    lab = [cv2.cvtColor(f, cv2.COLOR_RGB2LAB).astype(float) for f in (original, edited)]
+
+    def change(lo, hi):
+        where = hair & (v > lo) & (v <= hi) & (np.abs(u) < 1)
+        assert where.sum() > 200
+        return (lab[1] - lab[0])[where].mean(0)
+
+    light_in, _, yellow_in = change(0.8, 1.0)
+    light_past, _, yellow_past = change(1.0, 1.2)
+    assert light_in > 30 and yellow_in > 5
+    assert light_past > 0.4 * light_in and yellow_past > 0.4 * yellow_in
 
 
 def test_clear_lenses_draw_rims_where_the_decoded_edit_darkens_the_eyes(run_s3edit, shared_data,

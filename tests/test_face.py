@@ -17,7 +17,7 @@ from s3edit.errors import NoFaceError, S3EditError
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords, uncrop
 from s3edit.face.landmarks import Face, FaceDetector, landmarks68
 from s3edit.face.mask import FACE_OVAL, face_mask, face_size, hair_attribute, region_mask
-from s3edit.face.paste import paste_back
+from s3edit.face.paste import extend_past_crop, paste_back
 from s3edit.face.track import FaceTracker
 from s3edit.options import TrackOptions
 
@@ -284,6 +284,34 @@ def test_thin_lines_draws_a_soft_rim_as_a_line():
     assert thin_dark.max() > soft_dark.max() + 10
     assert (thin_dark > 10).sum() < (soft_dark > 10).sum()
     assert (thin_dark > 10).sum() > 0
+
+
+def test_hair_past_the_crop_takes_the_mean_change_of_the_hair_along_its_edge():
+    """Long hair running out of the bottom of the crop: past the crop it takes the mean change
+    of the hair in the crop's edge band (not the centre's), faded in over the crop's own fade;
+    inside the crop and off the hair nothing is added."""
+    frame, square, _, _ = _scene()
+    frame = np.full_like(frame, 100)
+    change = np.zeros((64, 64, 3), np.float32)
+    change[:, :] = (40, 30, 10)
+    change[16:48, 16:48] = (-50, -50, -50)  # the centre: left out by the weights
+    weights = np.zeros((64, 64), np.float32)
+    weights[:4] = weights[-4:] = 1
+    fade = np.ones((256, 256), np.float32)
+    fade[-10:] = np.linspace(1, 0, 10)[:, None]
+    centre, x_axis, y_axis = square
+    bottom = centre + y_axis  # the middle of the crop's bottom edge
+    hair = np.zeros(frame.shape[:2], np.uint8)
+    x = int(round(bottom[0]))
+    hair[int(centre[1]):, x - 15:x + 15] = 1  # a strand from the crop's middle down
+    out = extend_past_crop(frame, change, square, weights, hair, fade).astype(int)
+    below = out[int(bottom[1]) + 40, x]
+    np.testing.assert_array_equal(below, np.array([140, 130, 110]))
+    np.testing.assert_array_equal(out[int(bottom[1]) - 30, x], [100, 100, 100])  # inside
+    np.testing.assert_array_equal(out[int(bottom[1]) + 40, x - 60], [100, 100, 100])  # off
+    # Without hair along the edge there is nothing to carry past it.
+    unchanged = extend_past_crop(frame, change, square, np.zeros_like(weights), hair, fade)
+    np.testing.assert_array_equal(unchanged, frame)
 
 
 def test_replace_detail_drops_what_the_edit_removed_and_keeps_the_rest():

@@ -89,6 +89,36 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np
     return out
 
 
+def extend_past_crop(pasted: np.ndarray, change: np.ndarray, square: np.ndarray,
+                     weights: np.ndarray, hair: np.ndarray, fade: np.ndarray) -> np.ndarray:
+    """`pasted` (a frame with the `change` (R, R, 3) of its aligned crop of `square` pasted
+    back) with the hair past the crop changed too: the (h, w) 0/1 `hair` takes the mean of
+    `change` under `weights` (R, R), the hair along the crop's edge. Hair the model's crop cuts
+    off (a bob's ends below the chin) then changes with the rest instead of stopping at the
+    crop's straight edge. `fade` (S, S), 1 inside the crop and falling to 0 at its edge as the
+    pasted change does, hands over from the one to the other."""
+    total = float(weights.sum())
+    rows = np.flatnonzero(hair.any(axis=1))
+    if total < 1e-3 or rows.size == 0:
+        return pasted
+    cols = np.flatnonzero(hair.any(axis=0))
+    # The hair's box, grown by the blur's reach.
+    sigma = 0.02 * float(np.linalg.norm(square[1]))
+    pad = int(np.ceil(3 * sigma))
+    h, w = hair.shape
+    y0, y1 = max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, h)
+    x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, w)
+    local = np.array(square, np.float64)
+    local[0] -= (x0, y0)
+    inside = uncrop(fade.astype(np.float32), local, (y1 - y0, x1 - x0))
+    past = cv2.GaussianBlur(hair[y0:y1, x0:x1].astype(np.float32), (0, 0), sigma) * (1 - inside)
+    mean_change = (change * weights[..., None]).sum((0, 1)) / total
+    out = pasted.copy()
+    box = out[y0:y1, x0:x1].astype(np.float32) + past[..., None] * mean_change
+    out[y0:y1, x0:x1] = np.clip(np.rint(box), 0, 255).astype(np.uint8)
+    return out
+
+
 def _warp(image: np.ndarray, square: np.ndarray, shape: tuple[int, int], ndim: int
           ) -> np.ndarray:
     """`uncrop` into `shape`, with a trailing channel axis kept for colour frames."""
