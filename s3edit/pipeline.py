@@ -11,7 +11,8 @@ go through the model in batches, the frames between take the change interpolated
 keyframes around them (s3edit/keyframes.py), every face is pasted back through the soft face
 mask, and the frames go straight to the encoder. A hair edit of a face that faces the camera
 redraws the noise under the hair found on each frame (s3edit/face/hair.py), since the
-inverted noise holds the hair's colour, and pastes through the face and that hair. The
+inverted noise holds the hair's colour, and pastes through that hair and the face's outer
+ring. The
 optional backends (EditOptions.landmarks and .mask; s3edit/face/backends.py) refit the
 tracked face's 68 points in pass 1 and parse its aligned crop for the mask in pass 2.
 """
@@ -160,6 +161,12 @@ HAIR_CROP = 256
 HAIR_EDGE_FADE = 0.04
 # The band along the crop's edge whose hair gives the mean change of the hair past the crop.
 HAIR_EDGE_BAND = 0.15
+# A hair edit with the hair redrawn pastes through the hair found and the face oval's outer
+# ring, where locks fall over the temples and cheeks, but not the face within, the oval shrunk
+# by this share of the face's size: what the decode changes there is shading, a dark cheek on
+# retalking-1 (blond +0.6 on the frontal dev clips: identity 0.982-0.984 -> 0.985-0.992,
+# bench/README.md, stop 27).
+HAIR_EDIT_INNER_FACE = 0.2
 
 
 class Pipeline:
@@ -498,14 +505,15 @@ class Pipeline:
                    ) -> np.ndarray:
         """One frame with the edit's change `delta` to its aligned `crop` pasted back through
         the face mask (`labels`: the face parsing of the crop, for the parsed mask), and
-        through the found `hair` where the hair was redrawn; the hair past the crop then
-        takes the mean change of the hair along the crop's edge."""
+        through the found `hair` and the face's outer ring where the hair was redrawn; the hair
+        past the crop then takes the mean change of the hair along the crop's edge."""
         with self.timer("mask"):
             if labels is not None:
                 mask = parsed_face_mask(labels, square, mesh, frame.shape[:2], attr=options.attr)
             elif hair is not None:  # the hair found, not the mesh's guess with background in it
-                mask = np.maximum(face_mask(mesh, frame.shape[:2]),
-                                  uncrop(hair.crop, square, frame.shape))
+                oval = face_mask(mesh, frame.shape[:2])
+                ring = oval * (1 - face_mask(mesh, frame.shape[:2], dilate=-HAIR_EDIT_INNER_FACE))
+                mask = np.maximum(ring, uncrop(hair.crop, square, frame.shape))
             else:
                 mask = face_mask(mesh, frame.shape[:2], attr=options.attr)
         with self.timer("paste back"):

@@ -174,8 +174,9 @@ def test_blond_hair_redraws_the_hair_and_leaves_the_background(run_s3edit, share
     """A man with dark hair (videoretalking 1), made blond. The default redraws the noise
     under the hair: the hair comes out light and more golden than from the inverted noise,
     which holds its colour and greys it, and the classifier sees more blond. The paste mask is
-    then the face and the hair found, so the wall beside the head stays as it was (the mesh's
-    hair guess, used with the inverted noise, takes wall in and lightens it too)."""
+    then the hair found and the face's outer ring, so the wall beside the head stays as it was
+    (the mesh's hair guess, used with the inverted noise, takes wall in and lightens it too),
+    and so does the face within (the decode shades one cheek)."""
     from s3edit.face.hair import HairSegmenter
     from s3edit.face.landmarks import FaceDetector
     from s3edit.face.mask import face_mask
@@ -193,7 +194,8 @@ def test_blond_hair_redraws_the_hair_and_leaves_the_background(run_s3edit, share
     # The mesh's hair guess, less the face and the hair found: wall, mostly.
     wall_region = ((face_mask(mesh, shape, attr="blond_hair") > 0.5) & ~grown
                    & (face_mask(mesh, shape, dilate=0.05) == 0))
-    lab_change, blond, wall = {}, {}, {}
+    inner_face = face_mask(mesh, shape, dilate=-0.3) > 0.5
+    lab_change, blond, wall, face = {}, {}, {}, {}
     for noise in ("fresh", "inverted"):
         out = tmp_path / f"{noise}.mp4"
         apply(run_s3edit, clip, out, "--attr", "blond_hair", "--scale", "0.6", "--hair-noise",
@@ -203,11 +205,13 @@ def test_blond_hair_redraws_the_hair_and_leaves_the_background(run_s3edit, share
                                                                           edited[0])]
         lab_change[noise] = (lab[1] - lab[0])[hair].mean(0)
         wall[noise] = np.abs(edited[0].astype(float) - original[0])[wall_region].mean()
+        face[noise] = np.abs(edited[0].astype(float) - original[0])[inner_face].mean()
         blond[noise] = evaluate_pair(clip, out, "Blond_Hair", every=3)["target_change"]
     (light, _, yellow), (_, _, inverted_yellow) = lab_change["fresh"], lab_change["inverted"]
     assert light > 60 and yellow > inverted_yellow + 1  # both lighten it; fresh more golden
     assert blond["fresh"] > blond["inverted"] + 0.03
     assert wall["fresh"] < 2 and wall["inverted"] > 3 * wall["fresh"]
+    assert face["fresh"] < 2.5 and face["inverted"] > 2 * face["fresh"]
 
 
 def test_blond_hair_reaches_the_ends_of_a_bob_past_the_crop(run_s3edit, shared_data, tmp_path):
