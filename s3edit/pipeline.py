@@ -12,9 +12,9 @@ keyframes around them (s3edit/keyframes.py), every face is pasted back through t
 mask, and the frames go straight to the encoder. A hair edit of a face that faces the camera
 redraws the noise under the hair found on each frame (s3edit/face/hair.py), since the
 inverted noise holds the hair's colour, and pastes through that hair and the face's outer
-ring. The
-optional backends (EditOptions.landmarks and .mask; s3edit/face/backends.py) refit the
-tracked face's 68 points in pass 1 and parse its aligned crop for the mask in pass 2.
+ring. The optional backends (EditOptions.landmarks and .mask; s3edit/face/backends.py)
+refit the tracked face's 68 points in pass 1 and parse its aligned crop for the mask in
+pass 2.
 """
 
 from __future__ import annotations
