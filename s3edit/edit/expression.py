@@ -8,7 +8,8 @@ neither code separates well (0.64 / 0.61). So for the four, the edit leaves the 
 alone and adds to every frame's landmark code scale x (mean landmark code of the faces with the
 attribute - of the faces without): scale 1 moves an average face without it to the average face
 with it, and the clip's own motion rides on top. Every other attribute goes to the identity
-editor.
+editor, whose edited code `edit_codes` then holds within the values the decoder draws well
+(VALUE_LIMITS).
 """
 
 from __future__ import annotations
