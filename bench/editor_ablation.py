@@ -77,9 +77,9 @@ class InvertOnce:
         self.attributes, self.exact_inverse = model.attributes, model.exact_inverse
         self.cache: dict[str, torch.Tensor] = {}
 
-    def _memo(self, fn, *tensors: torch.Tensor) -> torch.Tensor:
-        key = fn.__name__ + "".join(hashlib.sha1(t.detach().cpu().numpy().tobytes()).hexdigest()
-                                    for t in tensors)
+    def _memo(self, fn, *tensors: torch.Tensor, tag: str = "") -> torch.Tensor:
+        key = fn.__name__ + tag + "".join(
+            hashlib.sha1(t.detach().cpu().numpy().tobytes()).hexdigest() for t in tensors)
         if key not in self.cache:
             self.cache[key] = fn(*tensors)
         return self.cache[key]
@@ -87,10 +87,11 @@ class InvertOnce:
     def encode(self, crops, identity, landmarks):
         return self._memo(self.model.encode, crops, identity, landmarks)
 
-    def decode(self, latents, identity, landmarks, reference=None):
-        if reference is not None and self.model.guidance != 1:
-            return self._memo(lambda *t: self.model.decode(*t[:3], reference=t[3:]), latents,
-                              identity, landmarks, *reference)
+    def decode(self, latents, identity, landmarks, reference=None, guidance=1.0):
+        if reference is not None and guidance != 1:
+            return self._memo(lambda *t: self.model.decode(*t[:3], reference=t[3:],
+                                                           guidance=guidance),
+                              latents, identity, landmarks, *reference, tag=f"w{guidance}")
         return self._memo(self.model.decode, latents, identity, landmarks)
 
 
@@ -212,7 +213,7 @@ def main() -> None:
     p.add_argument("--every", type=int, default=2, help="measure every N-th frame")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--refine", type=int, default=3)
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--guidance", default=DEFAULT_GUIDANCE, help="apply's --guidance")
     p.add_argument("--eta", type=float, default=DEFAULT_ETA,
                    help="stochastic decoding (apply's --eta)")
     p.add_argument("--seed", type=int, default=0, help="its noise's seed (apply's --seed)")
@@ -235,7 +236,7 @@ def main() -> None:
 
     editors = [load_editor_spec(s, args.weights) for s in args.editors or ["linear", "lt", "s3"]]
     pipeline = Pipeline.from_weights(args.weights, editor="linear", steps=args.steps,
-                                     refine=args.refine, guidance=args.guidance, eta=args.eta,
+                                     refine=args.refine, eta=args.eta,
                                      seed=args.seed, device="cpu", precision=args.precision)
     shared_model = pipeline.model
     if not args.expressions:
@@ -259,7 +260,7 @@ def main() -> None:
                 opts = EditOptions(attr, scale, blend=args.blend,
                                    keyframe_every=args.keyframe_every,
                                    hair_noise=args.hair_noise, lenses=args.lenses,
-                                   overwrite=True, audio=False)
+                                   guidance=args.guidance, overwrite=True, audio=False)
                 edit_start = time.perf_counter()
                 writer = VideoWriter(edited, info, audio_from=None, overwrite=True)
                 pipeline.editor = editor

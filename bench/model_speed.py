@@ -145,8 +145,7 @@ def main() -> None:
     args = parse_args()
     device = setup_machine(args)
     if args.weights is not None:
-        face_model = load_face_model(args.weights, steps=1, refine=args.refine, guidance=1.0,
-                                     device=device)
+        face_model = load_face_model(args.weights, steps=1, refine=args.refine, device=device)
         label = f"weights {args.weights}"
     else:
         face_model = DiffusionFaceModel(DiffusionFaceAutoencoder(resolution=args.resolution),

@@ -55,7 +55,8 @@ REFINE_HELP = ("Fixed-point iterations per inversion step: each costs one networ
                "and brings the reconstruction closer to exact (0: plain DDIM inversion).")
 GUIDANCE_HELP = ("Edit guidance: each decoding step moves this many times as far as the edited "
                  "code asks from where the unedited code goes (1: none; above 1 costs a second "
-                 "network pass a step).")
+                 "network pass a step). auto: 2 on a face turned from the camera, where the "
+                 "decoder draws only part of an edit, 1 on a face that faces it.")
 
 ETA_HELP = ("Fresh noise in each decoding step (DDIM's eta: 0 deterministic, 1 DDPM), the "
             "same draws for every frame and for the unedited reconstruction the edit is "
@@ -148,7 +149,7 @@ def apply(
     steps: Annotated[int, typer.Option(min=1, max=1000, help="DDIM steps for inversion and "
                                        "decoding.")] = DEFAULT_STEPS,
     refine: Annotated[int, typer.Option(min=0, max=20, help=REFINE_HELP)] = DEFAULT_REFINE,
-    guidance: Annotated[float, typer.Option(min=0, max=20, help=GUIDANCE_HELP)]
+    guidance: Annotated[str, typer.Option(metavar="auto|WEIGHT", help=GUIDANCE_HELP)]
     = DEFAULT_GUIDANCE,
     eta: Annotated[float, typer.Option(min=0, max=1, help=ETA_HELP)] = DEFAULT_ETA,
     blend: Annotated[Blend, typer.Option(help="auto: adaptive when removing something worn "
@@ -220,7 +221,7 @@ def apply(
                               batch_size=batch_size, keyframe_every=keyframe_every, crf=crf,
                               encoder=encoder, landmarks=landmarks.value, mask=mask.value,
                               hair_noise=hair_noise.value, lenses=lenses.value,
-                              audio=not no_audio, overwrite=overwrite)
+                              guidance=guidance, audio=not no_audio, overwrite=overwrite)
         if landmarks != DEFAULT_LANDMARKS or mask != DEFAULT_MASK:
             from s3edit.face.backends import check_backends  # imports torch: only when asked
 
@@ -257,9 +258,9 @@ def apply(
             runnable.append((info, dst))
 
     if runnable:
-        load = {"editor": editor.value, "steps": steps, "refine": refine, "guidance": guidance,
-                "eta": eta, "seed": seed, "device": device.value,
-                "precision": precision.value, "no_model": no_model}
+        load = {"editor": editor.value, "steps": steps, "refine": refine, "eta": eta,
+                "seed": seed, "device": device.value, "precision": precision.value,
+                "no_model": no_model}
         codes += run_jobs(runnable, options, weights, load, seed, as_json, quiet, verbose)
     failed = [c for c in codes if c]
     if launched_process()[1] > 1 and not dry_run:
@@ -360,7 +361,7 @@ def preview(
     editor: Annotated[EditorName, typer.Option(help="As in apply.")] = DEFAULT_EDITOR_CHOICE,
     steps: Annotated[int, typer.Option(min=1, max=1000)] = DEFAULT_STEPS,
     refine: Annotated[int, typer.Option(min=0, max=20, help=REFINE_HELP)] = DEFAULT_REFINE,
-    guidance: Annotated[float, typer.Option(min=0, max=20, help=GUIDANCE_HELP)]
+    guidance: Annotated[str, typer.Option(metavar="auto|WEIGHT", help=GUIDANCE_HELP)]
     = DEFAULT_GUIDANCE,
     eta: Annotated[float, typer.Option(min=0, max=1, help=ETA_HELP)] = DEFAULT_ETA,
     seed: Annotated[int, typer.Option(help=SEED_HELP)] = 0,
@@ -377,21 +378,20 @@ def preview(
 
     Example: s3edit preview in.mp4 --frame 30 --attr smiling --scale 0.8 -o preview.png
     """
-    from s3edit.edit.attributes import resolve_attribute
     from s3edit.pipeline import Pipeline
     from s3edit.preview import render_preview
 
     try:
-        attr = resolve_attribute(attr)
+        options = EditOptions(attr, scale, guidance=guidance)
         if output.exists() and not overwrite:
             raise S3EditError(f"{output} exists; use --overwrite to replace it")
         if not output.parent.is_dir():
             raise S3EditError(f"output folder {output.parent} does not exist")
         pipeline = Pipeline.from_weights(weights, editor=editor.value, steps=steps,
-                                         refine=refine, guidance=guidance, eta=eta, seed=seed,
+                                         refine=refine, eta=eta, seed=seed,
                                          device=device.value, precision=precision.value,
                                          no_model=no_model)
-        render_preview(input_path, frame, attr, scale, pipeline, output)
+        render_preview(input_path, frame, options, pipeline, output)
     except (Exception, KeyboardInterrupt) as error:
         raise typer.Exit(fail(error, verbose)) from None
     typer.echo(f"wrote {output}")

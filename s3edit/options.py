@@ -13,7 +13,16 @@ from s3edit.errors import UsageError
 # steps for 30 (weights/manifest.json has the figures).
 DEFAULT_STEPS = 10
 DEFAULT_REFINE = 3
-DEFAULT_GUIDANCE = 1.0  # edit guidance off: one network pass a decoding step
+# Edit guidance (see DiffusionFaceAutoencoder.sample): "auto" decodes a face that faces the
+# camera, or is seen in profile, without it (1: one network pass a decoding step), and a face
+# turned aside short of a profile (s3edit.face.hair.PROFILE_TURN) with TURNED_FACE_GUIDANCE,
+# since there the decoder draws a fraction of the edit: at +0.6 on three turned clips,
+# guidance 2 took Smiling from +0.29 to +0.55, Gray_Hair from +0.04 to +0.17 and the
+# eyeglasses edits that succeed on megaportrait -1eKufUP5XQ_4 from none to all, for 0.005-0.016
+# of identity (bench/README.md, stop 28).
+DEFAULT_GUIDANCE = "auto"
+TURNED_FACE_GUIDANCE = 2.0
+MAX_GUIDANCE = 20.0
 # Stochastic decoding (DDIM's eta, see DiffusionFaceAutoencoder.sample): fresh noise in each
 # decoding step lets the decoder draw an edit's fine structure (spectacle frames) rather than
 # its mean (dark shading over the eyes); 0 decodes deterministically.
@@ -101,6 +110,7 @@ class EditOptions:
     mask: str = MASKS[0]  # see MASKS
     hair_noise: str = HAIR_NOISES[0]  # see HAIR_NOISES; "auto" stays for hair edits
     lenses: str = LENSES[0]  # see LENSES
+    guidance: float | str = DEFAULT_GUIDANCE  # a weight, or "auto" (see DEFAULT_GUIDANCE)
     crf: int = DEFAULT_CRF
     encoder: str = DEFAULT_ENCODER  # ffmpeg video encoder
     audio: bool = True
@@ -131,8 +141,22 @@ class EditOptions:
             raise UsageError(f"unknown lenses {self.lenses!r}: choose from {', '.join(LENSES)}")
         if self.lenses == "auto":
             self.lenses = "clear" if self.attr == "Eyeglasses" and self.scale > 0 else "decoded"
+        self.guidance = parse_guidance(self.guidance)
         if self.keyframe_every < 1:
             raise UsageError(f"keyframe_every must be at least 1, got {self.keyframe_every}")
+
+
+def parse_guidance(value: float | str) -> float | str:
+    """An edit guidance weight in [0, MAX_GUIDANCE], or "auto"; a UsageError otherwise."""
+    if value == "auto":
+        return value
+    try:
+        weight = float(value)
+    except ValueError:
+        raise UsageError(f"guidance must be a number or auto, got {value!r}") from None
+    if not 0 <= weight <= MAX_GUIDANCE:
+        raise UsageError(f"guidance must be between 0 and {MAX_GUIDANCE:g}, got {value}")
+    return weight
 
 
 def _bisenet_present() -> bool:

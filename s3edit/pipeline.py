@@ -37,7 +37,13 @@ from s3edit.edit.loading import UntrainedEditor, load_editor, load_expressions
 from s3edit.errors import S3EditError, UsageError
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords, uncrop
 from s3edit.face.backends import FaceParser, FanLandmarker
-from s3edit.face.hair import HairSegmenter, faces_camera
+from s3edit.face.hair import (
+    FACING_TURN,
+    PROFILE_TURN,
+    HairSegmenter,
+    clip_head_turn,
+    faces_camera,
+)
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector
 from s3edit.face.mask import face_mask, parsed_face_mask
@@ -52,11 +58,11 @@ from s3edit.options import (
     CLEAR_LENS_SIGMA,
     DEFAULT_EDITOR,
     DEFAULT_ETA,
-    DEFAULT_GUIDANCE,
     DEFAULT_PRECISION,
     DEFAULT_REFINE,
     DEFAULT_STEPS,
     EDITORS,
+    TURNED_FACE_GUIDANCE,
     EditOptions,
 )
 from s3edit.progress import ProgressHook, no_progress
@@ -190,14 +196,14 @@ class Pipeline:
     @classmethod
     def from_weights(cls, folder: str | os.PathLike[str] | None = None, *,
                      editor: str = DEFAULT_EDITOR, steps: int = DEFAULT_STEPS,
-                     refine: int = DEFAULT_REFINE, guidance: float = DEFAULT_GUIDANCE,
-                     eta: float = DEFAULT_ETA, seed: int = 0, device: str = "auto",
-                     precision: str = DEFAULT_PRECISION, no_model: bool = False,
+                     refine: int = DEFAULT_REFINE, eta: float = DEFAULT_ETA, seed: int = 0,
+                     device: str = "auto", precision: str = DEFAULT_PRECISION,
+                     no_model: bool = False,
                      progress: ProgressHook = no_progress) -> Pipeline:
         """Load a weights folder (default: the bundled weights/, or $S3EDIT_WEIGHTS).
 
         `editor` moves the clip code (linear, lt or s3); `steps` and `refine` set DDIM
-        inversion and decoding, `guidance` the edit guidance, `eta` and `seed` the fresh
+        inversion and decoding, `eta` and `seed` the fresh
         noise of stochastic decoding, `precision` the UNet's arithmetic (auto, bf16, fp32);
         `no_model` skips the autoencoder (tracking, alignment and paste-back only).
         """
@@ -208,9 +214,8 @@ class Pipeline:
         path = Path(folder) if folder is not None else default_weights_dir()
         if not path.is_dir():
             raise S3EditError(f"weights folder {path} does not exist")
-        model = load_face_model(path, steps=steps, refine=refine, guidance=guidance,
-                                device=device, no_model=no_model, precision=precision,
-                                eta=eta, seed=seed)
+        model = load_face_model(path, steps=steps, refine=refine, device=device,
+                                no_model=no_model, precision=precision, eta=eta, seed=seed)
         return cls(model, load_editor(path, editor), load_expressions(path), progress,
                    device=resolve_device(device))
 
@@ -247,6 +252,16 @@ class Pipeline:
         return options.hair_noise == "fresh" or (options.hair_noise == "auto"
                                                  and faces_camera(meshes))
 
+    @staticmethod
+    def edit_guidance(options: EditOptions, meshes: np.ndarray) -> float:
+        """The edit guidance a face seen as `meshes` (T, 478, 2) decodes with: as asked, or
+        with "auto" TURNED_FACE_GUIDANCE where the face is turned aside short of a profile, 1
+        (none) where it faces the camera or is seen in profile."""
+        if options.guidance != "auto":
+            return float(options.guidance)
+        turned = FACING_TURN <= clip_head_turn(meshes) < PROFILE_TURN
+        return TURNED_FACE_GUIDANCE if turned else 1.0
+
     def check_edit(self, options: EditOptions) -> None:
         """Fail before any video is read, saying why, when the edit needs an identity editor
         whose weights are absent (an expression moves the landmarks instead; scale 0 needs
@@ -271,16 +286,16 @@ class Pipeline:
 
     def decode_face(self, code: torch.Tensor, inputs: ModelInput, latents: torch.Tensor,
                     attr: str, scale: float, hair: FoundHair | None = None,
-                    clear_lenses: bool = False) -> np.ndarray:
+                    clear_lenses: bool = False, guidance: float = 1.0) -> np.ndarray:
         """`invert_face`'s face as the edit leaves it, (R, R, 3) uint8: the crop plus what
         the edit changes (scale 0: the reconstruction); with `hair` (`find_hair`), decoded
-        with fresh hair noise, and with `clear_lenses` without the change's tint, as apply
-        does."""
+        with fresh hair noise, with `clear_lenses` without the change's tint, and with the
+        edit `guidance`, as apply does."""
         if hair is not None:
             latents = with_fresh_hair_noise(latents, hair.crop[None])
         edit = edit_codes(self.editor, self.expressions, code, attr, scale)
         edited, base = self.decode_change(latents, code, inputs.landmarks, edit,
-                                          inputs.crops, decoded_base=False)
+                                          inputs.crops, decoded_base=False, guidance=guidance)
         change = edited.astype(np.float32) - base
         if clear_lenses:
             change = without_tint(change)
@@ -297,15 +312,17 @@ class Pipeline:
 
     def decode_change(self, latents: torch.Tensor, clip_code: torch.Tensor,
                       landmarks: torch.Tensor, edit: CodeEdit, crops: np.ndarray,
-                      decoded_base: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The edited decode and what it is measured against, both uint8 (N, R, R, 3): the
-        edit's change is their difference. The base is the input crops, since inversion and
-        decoding are exact reverses (about 40 dB) and that saves the network passes of a
-        decoded reconstruction, unless `decoded_base` asks for one or the model decodes
-        with fresh noise (which the reconstruction then shares)."""
+                      decoded_base: bool, guidance: float = 1.0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The edited decode (under edit `guidance`) and what it is measured against, both
+        uint8 (N, R, R, 3): the edit's change is their difference. The base is the input
+        crops, since inversion and decoding are exact reverses (about 40 dB) and that saves the
+        network passes of a decoded reconstruction, unless `decoded_base` asks for one or the
+        model decodes with fresh noise (which the reconstruction then shares)."""
         with self.timer("model decode (edit)"):
             edited = to_uint8(self.model.decode(latents, edit.identity, edit.landmarks(landmarks),
-                                                reference=(clip_code, landmarks)))
+                                                reference=(clip_code, landmarks),
+                                                guidance=guidance))
         if self.model.exact_inverse and not decoded_base:
             return edited, crops
         with self.timer("model decode (recon)"):
@@ -389,6 +406,7 @@ class Pipeline:
                           options.scale)
         keys = self.keyframes(clip.track, options)
         fresh_hair = self.redraws_hair(options, clip.track.mesh)
+        guidance = self.edit_guidance(options, clip.track.mesh)
         advance = self.progress("editing frames", info.frame_count)
         pending: list[tuple[int, np.ndarray]] = []
         last_key: tuple[int, np.ndarray] | None = None  # the latest keyframe and its delta
@@ -396,7 +414,7 @@ class Pipeline:
         def flush() -> None:
             nonlocal last_key
             batch = self.prepare(pending, clip.track, keys, fresh_hair)
-            self.run_model(batch, clip, edit, options)
+            self.run_model(batch, clip, edit, options, guidance)
             last_key = self.interpolate(batch, last_key)
             frames = self.paste(batch, clip.track, options)
             with self.timer("video encode"):
@@ -445,9 +463,9 @@ class Pipeline:
         return batch
 
     def run_model(self, batch: Batch, clip: ClipAnalysis, edit: CodeEdit,
-                  options: EditOptions) -> None:
+                  options: EditOptions, guidance: float = 1.0) -> None:
         """Invert the keyframes' crops under the clip's codes, decode them under the edited
-        ones, and keep what the edit changed in each."""
+        ones (with edit `guidance`), and keep what the edit changed in each."""
         if batch.inputs is None or not batch.keys.any():
             return
         if options.blend != "plain" and not edit.changes(clip.clip_code):
@@ -461,7 +479,7 @@ class Pipeline:
                 latents, np.stack([batch.hair[i].crop for i in np.flatnonzero(keys)]))
         edited, base = self.decode_change(latents, clip.clip_code, landmarks, edit,
                                           batch.inputs.crops[keys],
-                                          options.blend == "residual-decoded")
+                                          options.blend == "residual-decoded", guidance)
         delta = edited.astype(np.float32) - base
         batch.delta[keys] = without_tint(delta) if options.lenses == "clear" else delta
 

@@ -21,19 +21,19 @@ PANEL = 256
 
 
 def edit_frame(pipeline: Pipeline, frame: np.ndarray, face: Face, code: torch.Tensor,
-               inputs: ModelInput, latents: torch.Tensor, attr: str, scale: float
+               inputs: ModelInput, latents: torch.Tensor, options: EditOptions
                ) -> tuple[np.ndarray, np.ndarray]:
-    """One frame edited as `s3edit apply` edits it at its defaults (`code`, `inputs` and
+    """One frame edited as `s3edit apply` edits it with these `options` (`code`, `inputs` and
     `latents` from `Pipeline.invert_face`): the edited crop at the model's resolution, and the
-    frame with what the edit changed pasted back through apply's mask for `attr`. At the
-    model's resolution a spectacle rim is a pixel or two wide; in the frame it is seen at the
-    frame's."""
-    options = EditOptions(attr, scale)
+    frame with what the edit changed pasted back through apply's mask for the attribute. At
+    the model's resolution a spectacle rim is a pixel or two wide; in the frame it is seen at
+    the frame's."""
     square = square_from_landmarks(face.lm68)
     hair = (pipeline.find_hair(frame, face.mesh, square)
             if pipeline.redraws_hair(options, face.mesh[None]) else None)
-    edited = pipeline.decode_face(code, inputs, latents, attr, scale, hair,
-                                  clear_lenses=options.lenses == "clear")
+    edited = pipeline.decode_face(code, inputs, latents, options.attr, options.scale, hair,
+                                  clear_lenses=options.lenses == "clear",
+                                  guidance=pipeline.edit_guidance(options, face.mesh[None]))
     parser = pipeline.parser(options.mask)
     labels = None if parser is None else parser(align_crop(frame, square, parser.size)[None])[0]
     crop = inputs.crops[0].astype(np.float32)
@@ -41,11 +41,11 @@ def edit_frame(pipeline: Pipeline, frame: np.ndarray, face: Face, code: torch.Te
                                        face.mesh, options, labels, hair)
 
 
-def render_preview(video: Path, frame_number: int, attr: str, scale: float, pipeline: Pipeline,
+def render_preview(video: Path, frame_number: int, options: EditOptions, pipeline: Pipeline,
                    output: Path) -> None:
     """Write a PNG of one frame: the original with its face box and landmarks, the face as
-    the model reconstructs it and as the edit decodes it, then the edited frame (the same cut
-    as the original)."""
+    the model reconstructs it and as the edit of `options` decodes it, then the edited frame
+    (the same cut as the original)."""
     info = probe(video)
     if frame_number >= info.frame_count:
         raise S3EditError(f"{video}: frame {frame_number} is past the end "
@@ -58,9 +58,8 @@ def render_preview(video: Path, frame_number: int, attr: str, scale: float, pipe
     face = max(faces, key=lambda f: f.area)
     square = square_from_landmarks(face.lm68)
     code, inputs, latents = pipeline.invert_face(frame, face.lm68)
-    recon = pipeline.decode_face(code, inputs, latents, attr, 0)
-    edited, edited_in_frame = edit_frame(pipeline, frame, face, code, inputs, latents, attr,
-                                         scale)
+    recon = pipeline.decode_face(code, inputs, latents, options.attr, 0)
+    edited, edited_in_frame = edit_frame(pipeline, frame, face, code, inputs, latents, options)
 
     annotated = align_crop(frame, square, PANEL)
     for x, y in to_crop_coords(face.lm68, square, PANEL):
@@ -72,8 +71,9 @@ def render_preview(video: Path, frame_number: int, attr: str, scale: float, pipe
     panels.append(align_crop(edited_in_frame, square, PANEL))
     strip = np.hstack(panels)
     res = pipeline.model.resolution
-    labels = ["original", f"reconstruction ({res} px)", f"{attr} {scale:+g} ({res} px)",
-              "in the frame"]
+    guidance = pipeline.edit_guidance(options, face.mesh[None])
+    edit = f"{options.attr} {options.scale:+g}" + (f" w {guidance:g}" if guidance != 1 else "")
+    labels = ["original", f"reconstruction ({res} px)", f"{edit} ({res} px)", "in the frame"]
     for i, label in enumerate(labels):
         cv2.putText(strip, label, (i * PANEL + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                     (255, 255, 255), 1, cv2.LINE_AA)

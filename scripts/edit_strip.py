@@ -15,10 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from s3edit.edit.attributes import resolve_attribute
 from s3edit.face.align import align_crop, square_from_landmarks
 from s3edit.face.landmarks import FaceDetector
-from s3edit.options import DEFAULT_GUIDANCE
+from s3edit.options import DEFAULT_GUIDANCE, EditOptions
 from s3edit.pipeline import Pipeline
 from s3edit.preview import edit_frame
 from s3edit.video import probe, read_frames
@@ -47,12 +46,12 @@ def main() -> None:
     p.add_argument("--frame", type=int, default=30)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--editor", default="s3")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--guidance", default=DEFAULT_GUIDANCE, help="auto or a weight, as in apply")
     p.add_argument("--weights", type=Path, default=None)
     args = p.parse_args()
-    edits = [(resolve_attribute(e.split(":")[0]), float(e.split(":")[1])) for e in args.edit]
-    pipeline = Pipeline.from_weights(args.weights, editor=args.editor, guidance=args.guidance,
-                                     device="cpu")
+    edits = [EditOptions(e.split(":")[0], float(e.split(":")[1]), guidance=args.guidance)
+             for e in args.edit]
+    pipeline = Pipeline.from_weights(args.weights, editor=args.editor, device="cpu")
     rows = []
     with FaceDetector(video=False) as detect:
         for clip in args.clips:
@@ -61,13 +60,12 @@ def main() -> None:
             square = square_from_landmarks(face.lm68)
             code, inputs, latents = pipeline.invert_face(frame, face.lm68)
             cells = [face_cell(frame, square)]
-            for attr, scale in edits:
-                _, edited = edit_frame(pipeline, frame, face, code, inputs, latents, attr,
-                                       scale)
+            for options in edits:
+                _, edited = edit_frame(pipeline, frame, face, code, inputs, latents, options)
                 cells.append(face_cell(edited, square))
             rows.append(np.hstack(cells))
     strip = np.vstack(rows)
-    labels = ["original"] + [f"{a} {s:+g}" for a, s in edits]
+    labels = ["original"] + [f"{e.attr} {e.scale:+g}" for e in edits]
     for i, label in enumerate(labels):
         cv2.putText(strip, label, (i * CELL + 6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                     (255, 255, 255), 1, cv2.LINE_AA)

@@ -86,7 +86,7 @@ def test_preview_shows_original_reconstruction_edit_and_the_edited_frame(run_s3e
 def test_guidance_scales_the_previewed_edit(run_s3edit, short_clip, tmp_path):
     """Edit guidance decodes the edit further from the unedited face and leaves the
     reconstruction alone."""
-    def panels(guidance: float) -> tuple[np.ndarray, np.ndarray]:
+    def panels(guidance: float | str) -> tuple[np.ndarray, np.ndarray]:
         out = tmp_path / f"guidance {guidance}.png"
         proc = run_s3edit("preview", short_clip, "--frame", "5", "--attr", "young", "--scale",
                           "1", "--guidance", str(guidance), "--device", "cpu", "-o", out,
@@ -101,6 +101,9 @@ def test_guidance_scales_the_previewed_edit(run_s3edit, short_clip, tmp_path):
     change, guided_change = np.abs(edit - recon).mean(), np.abs(edit_guided - recon).mean()
     assert change > 0.5, "the edit must change the face for guidance to scale it"
     assert guided_change > 1.5 * change
+    # This face is turned aside (pcavs 00010, head turn -1.0): the default guides the edit.
+    _, edit_auto = panels("auto")
+    assert np.abs(edit_auto - recon).mean() > 1.3 * change
 
 
 def test_smiling_moves_the_landmarks_and_the_face_smiles(run_s3edit, short_clip, tmp_path):

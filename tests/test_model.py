@@ -308,14 +308,14 @@ def test_edit_guidance_scales_what_the_edit_changes():
 def test_face_model_guides_decoding_with_the_unedited_codes():
     identity, landmarks = codes(2)
     latents = torch.randn(2, 3, 16, 16)
-    codec = DiffusionFaceModel(tiny_model(), steps=3, refine=0, guidance=2.0,
-                               precision="fp32")
+    codec = DiffusionFaceModel(tiny_model(), steps=3, refine=0, precision="fp32")
     model = codec.model
     with torch.no_grad():
         expected = model.decode(latents, model.z_face(identity[1:].expand(2, -1), landmarks), 3,
                                 reference=model.z_face(identity[:1].expand(2, -1), landmarks),
                                 guidance=2.0)
-    guided = codec.decode(latents, identity[1], landmarks, reference=(identity[0], landmarks))
+    guided = codec.decode(latents, identity[1], landmarks, reference=(identity[0], landmarks),
+                          guidance=2.0)
     torch.testing.assert_close(guided, expected)
     assert (guided - codec.decode(latents, identity[1], landmarks)).abs().max() > 1e-4
 

@@ -81,7 +81,7 @@ class Brightening(PassThroughModel):
         self.frames_run += len(crops)
         return crops
 
-    def decode(self, latents, identity, landmarks, reference=None):
+    def decode(self, latents, identity, landmarks, reference=None, guidance=1.0):
         return latents + 0.2
 
 
@@ -131,15 +131,31 @@ def test_the_auto_blend_drops_the_frames_detail_only_when_taking_something_worn_
     assert EditOptions("eyeglasses", -0.6, blend="residual").blend == "residual"
 
 
-def test_hair_noise_is_fresh_for_hair_edits_of_a_face_facing_the_camera():
+def frontal_and_turned_meshes() -> tuple[np.ndarray, np.ndarray]:
+    """A real face mesh (videoretalking 1, frame 0: a man looking slightly aside), and the
+    same with the nose moved most of the way to one side of the face (head turn -0.8)."""
     from helpers import real_mesh
 
     from s3edit.face.hair import CHEEK_SIDES, NOSE_TIP, head_turn
 
-    frontal = real_mesh()  # videoretalking 1, frame 0: a man looking slightly aside
+    frontal = real_mesh()
     turned = frontal.copy()
     turned[NOSE_TIP] = 0.9 * frontal[CHEEK_SIDES[0]] + 0.1 * frontal[CHEEK_SIDES[1]]
     assert abs(head_turn(frontal)) < 0.5 and head_turn(turned) == pytest.approx(-0.8)
+    return frontal, turned
+
+
+def profile_mesh() -> np.ndarray:
+    """The frontal mesh with the nose past one side of the face (head turn -1.6)."""
+    from s3edit.face.hair import CHEEK_SIDES, NOSE_TIP
+
+    profile, _ = frontal_and_turned_meshes()
+    profile[NOSE_TIP] = 1.3 * profile[CHEEK_SIDES[0]] - 0.3 * profile[CHEEK_SIDES[1]]
+    return profile
+
+
+def test_hair_noise_is_fresh_for_hair_edits_of_a_face_facing_the_camera():
+    frontal, turned = frontal_and_turned_meshes()
     untracked = np.full_like(frontal, np.nan)
 
     def redraws(options: EditOptions, *meshes: np.ndarray) -> bool:
@@ -157,6 +173,29 @@ def test_hair_noise_is_fresh_for_hair_edits_of_a_face_facing_the_camera():
     assert not redraws(EditOptions("blond_hair", 0.6, hair_noise="inverted"), frontal)
     with pytest.raises(UsageError, match="hair noise"):
         EditOptions("blond_hair", 0.6, hair_noise="new")
+
+
+def test_auto_guidance_guides_the_edit_of_a_face_turned_short_of_a_profile():
+    from s3edit.options import TURNED_FACE_GUIDANCE
+
+    frontal, turned = frontal_and_turned_meshes()
+
+    def guidance(options: EditOptions, *meshes: np.ndarray) -> float:
+        return Pipeline.edit_guidance(options, np.stack(meshes))
+
+    smile = EditOptions("smiling", 0.6)
+    assert smile.guidance == "auto"
+    assert guidance(smile, frontal, frontal, turned) == 1.0
+    assert guidance(smile, turned, turned, frontal) == TURNED_FACE_GUIDANCE > 1
+    assert guidance(EditOptions("eyeglasses", 0.6), turned) == TURNED_FACE_GUIDANCE
+    assert guidance(smile, profile_mesh()) == 1.0, "in profile the decoder draws nothing"
+    assert guidance(smile, np.full_like(frontal, np.nan)) == 1.0, "never tracked"
+    for asked in (1, "1.5", 3.0):  # as asked, whichever way the face looks
+        options = EditOptions("eyeglasses", 0.6, guidance=asked)
+        assert guidance(options, turned) == guidance(options, frontal) == float(asked)
+    for bad in ("strong", "-1", 21):
+        with pytest.raises(UsageError, match="guidance"):
+            EditOptions("eyeglasses", 0.6, guidance=bad)
 
 
 def test_fresh_hair_noise_redraws_the_hair_alike_on_every_frame():

@@ -32,6 +32,11 @@ NOSE_TIP = 1
 # more): on those the decoder draws no blond hair from fresh noise, only a second head of hair
 # at the crop's edge.
 FACING_TURN = 0.6
+# `head_turn` beyond which a face is seen in profile: the decoder, which saw few profiles, draws
+# next to nothing there, with or without edit guidance. pcavs 00002 (median turn 1.65, the one
+# profile among the 33 clips) got no eyeglasses at guidance 2 and lost identity (0.990 ->
+# 0.957) and TL-ID (0.970), while the three-quarter faces up to 1.02 got them.
+PROFILE_TURN = 1.3
 # Lab distance from the cheeks' median, in robust standard deviations, under which a pixel is
 # skin; a pixel this much darker (L, 0-255) than the cheeks, or this far off in hue, is not.
 SKIN_DISTANCE = 3.0
@@ -77,11 +82,17 @@ def head_turn(mesh: np.ndarray) -> float:
     return float(2 * np.dot(mesh[NOSE_TIP] - left, span) / np.dot(span, span) - 1)
 
 
-def faces_camera(meshes: np.ndarray) -> bool:
-    """Whether a face, seen as its (T, 478, 2) meshes (NaN where not tracked), mostly faces
-    the camera: the median `head_turn` within FACING_TURN."""
+def clip_head_turn(meshes: np.ndarray) -> float:
+    """How far a face seen as its (T, 478, 2) meshes (NaN where not tracked) is mostly turned
+    aside: the size of its median `head_turn`; NaN when it is never tracked."""
     turns = [head_turn(m) for m in meshes if not np.isnan(m).any()]
-    return bool(turns) and abs(float(np.median(turns))) < FACING_TURN
+    return abs(float(np.median(turns))) if turns else float("nan")
+
+
+def faces_camera(meshes: np.ndarray) -> bool:
+    """Whether a face, seen as its (T, 478, 2) meshes, mostly faces the camera: its
+    `clip_head_turn` within FACING_TURN."""
+    return clip_head_turn(meshes) < FACING_TURN
 
 
 def hair_mask(frame: np.ndarray, mesh: np.ndarray, person: np.ndarray) -> np.ndarray:

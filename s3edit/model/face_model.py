@@ -38,9 +38,10 @@ class FaceModel(Protocol):
         ...
 
     def decode(self, latents: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor,
-               reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """latents -> crops (N, 3, R, R) in [-1, 1]; `reference`, the unedited (clip code,
-        landmarks), lets a model with edit guidance scale the edit."""
+               reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+               guidance: float = 1.0) -> torch.Tensor:
+        """latents -> crops (N, 3, R, R) in [-1, 1]; with `reference`, the unedited (clip code,
+        landmarks), a model with edit guidance scales the edit by `guidance`."""
         ...
 
 
@@ -61,7 +62,8 @@ class PassThroughModel:
         return crops
 
     def decode(self, latents: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor,
-               reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+               reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+               guidance: float = 1.0) -> torch.Tensor:
         return latents
 
 
@@ -70,11 +72,10 @@ class DiffusionFaceModel:
 
     def __init__(self, model: DiffusionFaceAutoencoder, steps: int = 10, refine: int = 3,
                  device: torch.device | str = "cpu",
-                 attribute_encoder: AttributeEncoder | None = None, guidance: float = 1.0,
+                 attribute_encoder: AttributeEncoder | None = None,
                  precision: str = "auto", eta: float = 0.0, seed: int = 0):
         self.model = model.to(device).eval()
         self.steps = steps
-        self.guidance = guidance  # edit guidance weight (see DiffusionFaceAutoencoder.decode)
         # Stochastic decoding (see DiffusionFaceAutoencoder.sample): one draw of noise per
         # step, shared by every frame, so that what it adds sits at the same place in each
         # aligned crop and stays put over the clip.
@@ -111,10 +112,11 @@ class DiffusionFaceModel:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, identity: torch.Tensor, landmarks: torch.Tensor,
-               reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+               reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+               guidance: float = 1.0) -> torch.Tensor:
         z_reference = None if reference is None else self._z_face(*reference)
         return self.model.decode(latents.to(self.device), self._z_face(identity, landmarks),
-                                 self.steps, reference=z_reference, guidance=self.guidance,
+                                 self.steps, reference=z_reference, guidance=guidance,
                                  bf16=self.bf16, eta=self.eta, noise=self.noise).cpu()
 
 
@@ -135,9 +137,9 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
         for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
-def load_face_model(folder: Path, *, steps: int, refine: int, guidance: float,
-                    device: str | torch.device, no_model: bool = False,
-                    precision: str = "auto", eta: float = 0.0, seed: int = 0) -> FaceModel:
+def load_face_model(folder: Path, *, steps: int, refine: int, device: str | torch.device,
+                    no_model: bool = False, precision: str = "auto", eta: float = 0.0,
+                    seed: int = 0) -> FaceModel:
     """The weights folder's autoencoder (and the attribute encoder it reads, if any); with
     `no_model`, a pass-through of the same clip code layout, so its editors still apply."""
     from s3edit.weights import (
@@ -168,4 +170,4 @@ def load_face_model(folder: Path, *, steps: int, refine: int, guidance: float,
                               "`s3edit train attribute-encoder`")
         encoder = AttributeEncoder.from_pretrained(encoder_dir)
     return DiffusionFaceModel(model, steps, refine, resolve_device(str(device)), encoder,
-                              guidance, precision, eta, seed)
+                              precision, eta, seed)
