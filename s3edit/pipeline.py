@@ -173,6 +173,11 @@ HAIR_EDGE_BAND = 0.15
 # retalking-1 (blond +0.6 on the frontal dev clips: identity 0.982-0.984 -> 0.985-0.992,
 # bench/README.md, stop 27).
 HAIR_EDIT_INNER_FACE = 0.2
+# The hair edit's scale from which all the noise under the hair is redrawn; a weaker edit
+# redraws it in part. Redrawn whole at any scale, the hair jumped to the decoder's own: blond
+# +0.1 already scored +0.22 / +0.70 / +0.70 on retalking-1, d0 and retalking-4 against
+# +0.30 / +0.78 / +0.93 at +0.6; in part, +0.02 / +0.02 / +0.10 (bench/README.md, stop 28).
+HAIR_FULL_REDRAW_SCALE = 0.6
 
 
 class Pipeline:
@@ -292,7 +297,7 @@ class Pipeline:
         with fresh hair noise, with `clear_lenses` without the change's tint, and with the
         edit `guidance`, as apply does."""
         if hair is not None:
-            latents = with_fresh_hair_noise(latents, hair.crop[None])
+            latents = with_fresh_hair_noise(latents, hair.crop[None], hair_redraw_share(scale))
         edit = edit_codes(self.editor, self.expressions, code, attr, scale)
         edited, base = self.decode_change(latents, code, inputs.landmarks, edit,
                                           inputs.crops, decoded_base=False, guidance=guidance)
@@ -476,7 +481,8 @@ class Pipeline:
             latents = self.model.encode(x0, clip.clip_code, landmarks)
         if batch.hair is not None:
             latents = with_fresh_hair_noise(
-                latents, np.stack([batch.hair[i].crop for i in np.flatnonzero(keys)]))
+                latents, np.stack([batch.hair[i].crop for i in np.flatnonzero(keys)]),
+                hair_redraw_share(options.scale))
         edited, base = self.decode_change(latents, clip.clip_code, landmarks, edit,
                                           batch.inputs.crops[keys],
                                           options.blend == "residual-decoded", guidance)
@@ -558,17 +564,26 @@ def crop_edge_fade(size: int, share: float) -> np.ndarray:
     return np.outer(ramp, ramp)
 
 
-def with_fresh_hair_noise(latents: torch.Tensor, hair: np.ndarray) -> torch.Tensor:
+def hair_redraw_share(scale: float) -> float:
+    """How much of the hair's noise a hair edit of `scale` redraws (see with_fresh_hair_noise):
+    in proportion to the edit's strength up to HAIR_FULL_REDRAW_SCALE, all of it from there."""
+    return min(abs(scale) / HAIR_FULL_REDRAW_SCALE, 1.0)
+
+
+def with_fresh_hair_noise(latents: torch.Tensor, hair: np.ndarray, share: float = 1.0
+                          ) -> torch.Tensor:
     """The inverted noise maps (N, 3, R, R) with their hair, (N, S, S) masks of the aligned
     crops, redrawn: the inverted noise there holds the frame's hair colour, which the edited
     code then cannot change. One draw in crop coordinates serves every frame of every clip,
-    so the hair is drawn alike from keyframe to keyframe."""
+    so the hair is drawn alike from keyframe to keyframe. `share` < 1 redraws it in part, the
+    two draws mixed at the angle share x 90 degrees so that the mix is still unit noise."""
     size = latents.shape[-1]
     fresh = torch.randn((1, *latents.shape[1:]), generator=torch.Generator().manual_seed(0))
     masks = np.stack([cv2.GaussianBlur(cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA),
                                        (0, 0), size / 40) for m in hair])
     m = torch.from_numpy(masks)[:, None].to(latents)
-    return latents * (1 - m) + fresh.to(latents) * m
+    angle = np.pi / 2 * share
+    return (latents * (1 - m + m * np.cos(angle)) + fresh.to(latents) * m * np.sin(angle))
 
 
 def without_tint(delta: np.ndarray) -> np.ndarray:

@@ -215,6 +215,22 @@ def test_fresh_hair_noise_redraws_the_hair_alike_on_every_frame():
     torch.testing.assert_close(with_fresh_hair_noise(latents, hair), redrawn)
 
 
+def test_a_weaker_hair_edit_redraws_the_hair_noise_in_part():
+    from s3edit.pipeline import HAIR_FULL_REDRAW_SCALE, hair_redraw_share, with_fresh_hair_noise
+
+    assert hair_redraw_share(HAIR_FULL_REDRAW_SCALE) == hair_redraw_share(-1.5) == 1.0
+    assert hair_redraw_share(HAIR_FULL_REDRAW_SCALE / 2) == pytest.approx(0.5)
+    latents = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    hair = np.ones((1, 64, 64), np.float32)
+    torch.testing.assert_close(with_fresh_hair_noise(latents, hair, 0.0), latents)
+    whole = with_fresh_hair_noise(latents, hair, 1.0)
+    half = with_fresh_hair_noise(latents, hair, 0.5)
+    # Halfway between the inverted draw and the fresh one, and still unit noise.
+    for draw in (latents, whole):
+        assert torch.corrcoef(torch.stack([half.flatten(), draw.flatten()]))[0, 1] > 0.6
+    assert half.std() == pytest.approx(1.0, abs=0.05)
+
+
 def test_lenses_are_clear_when_adding_eyeglasses():
     assert EditOptions("eyeglasses", 0.6).lenses == "clear"
     assert EditOptions("eyeglasses", -0.6).lenses == "decoded", "taking them off: the tint too"
