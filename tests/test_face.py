@@ -417,6 +417,29 @@ def test_hair_mask_finds_the_hair_of_a_real_face(shared_data):
     assert 0.3 * area < hair.sum() < 1.5 * area
 
 
+def test_hair_mask_of_a_turned_face_leaves_out_the_background_it_faces(shared_data):
+    """megaportrait -1eKufUP5XQ_4: a woman with long dark hair, her head turned to the left of
+    the frame against a dark background, which the person mask bleeds into. Beyond her profile
+    and below her brows there is no hair; behind her head and above it there is."""
+    from s3edit.face.hair import HairSegmenter, head_turn
+
+    frame = _frames(shared_data / "videos/megaportrait_vox/junk/-1eKufUP5XQ_4.mp4", 31)[30]
+    with FaceDetector(video=False) as detect:
+        mesh = max(detect(frame), key=lambda f: f.area).mesh
+    with HairSegmenter() as segment:
+        hair = segment(frame, mesh) > 0
+    assert head_turn(mesh) < -0.9, "turned to the left of the frame"
+    oval = mesh[FACE_OVAL]
+    size = face_size(mesh)
+    brow_y = int(round(mesh[[70, 300], 1].mean()))  # a brow point on each side
+    chin_y = int(oval[:, 1].max())
+    in_front = hair[brow_y:chin_y, : int(oval[:, 0].min())]
+    behind = hair[brow_y:chin_y, int(oval[:, 0].max()): int(oval[:, 0].max() + 0.3 * size)]
+    assert in_front.mean() < 0.01 and behind.mean() > 0.5
+    above = hair[: int(oval[:, 1].min()), int(oval[:, 0].min()): int(oval[:, 0].max())]
+    assert above.mean() > 0.3
+
+
 def test_hair_mask_leaves_out_a_red_jacket_that_touches_the_hair(shared_data):
     """videoretalking 5: a woman with a blond bob down to a red jacket. The jacket is not
     skin-coloured and touches the hair, but it is too vivid to be hair."""

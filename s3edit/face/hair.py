@@ -134,8 +134,16 @@ def hair_mask(frame: np.ndarray, mesh: np.ndarray, person: np.ndarray) -> np.nda
     other_hue = np.abs(lab[..., 1:] - median[1:]).max(-1) > HUE_OFF_SKIN
     vivid = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128) > VIVID
 
+    # On a face turned aside, what lies beyond its profile (the oval's edge on the side the
+    # nose points to) below the brows is the background the head faces, not hair: the person
+    # mask bleeds into it.
+    nose_u = float(mesh[NOSE_TIP] @ across)
+    side = 1.0 if nose_u > centre_u else -1.0
+    profile_u = float(np.max(side * (oval @ across)))
+    in_front = ((abs(head_turn(mesh)) >= FACING_TURN) & (side * pu > profile_u)
+                & (pv < brow_v))
     hair = (person & region & (darker | other_hue | ~skin) & ~below_brows & ~neck
-            & ~vivid).astype(np.uint8)
+            & ~vivid & ~in_front).astype(np.uint8)
     hair = cv2.morphologyEx(hair, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     # Hair grows from above the brows and comes in large pieces: specks, and what lies only
     # lower down (a dark collar, the clothes below the chin), are dropped.
