@@ -29,8 +29,10 @@ CHEEK_SIDES = (234, 454)  # mesh vertices at the oval's left and right edges, by
 NOSE_TIP = 1
 # `head_turn` beyond which a face no longer faces the camera. On the dev clips the frontal
 # faces stay within 0.5 (median 0.32 at most) and the turned ones beyond 0.8 (median 0.96 and
-# more): on those the decoder draws no blond hair from fresh noise, only a second head of hair
-# at the crop's edge.
+# more): on those the decoder draws no blond hair from fresh noise. With the background they
+# face counted as hair it drew a second head of hair there; without it (stop 28), blond +0.6
+# with the hair redrawn scored +0.01 on megaportrait -1eKufUP5XQ_4 and pcavs 00086 (+0.37 on
+# 517600055): the hair comes out light brown.
 FACING_TURN = 0.6
 # `head_turn` beyond which a face is seen in profile: the decoder, which saw few profiles, draws
 # next to nothing there, with or without edit guidance. pcavs 00002 (median turn 1.65, the one
