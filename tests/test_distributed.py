@@ -126,7 +126,10 @@ def assert_same_training(got: dict[str, torch.Tensor], want: dict[str, torch.Ten
         if key in null:
             assert (got[key] - want[key]).abs().max() <= lr * steps, key
         else:
-            torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5, msg=key)
+            # Summing the gradient in another order rounds it otherwise, and Adam carries
+            # that into the weights: up to 1.5e-5 after 3 steps with torch 2.13 (a step moves
+            # a weight by up to lr, 2e-4). A batch split wrongly moves them by about a step.
+            torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=lr / 4, msg=key)
 
 
 def test_torchrun_trains_the_image_classifier(shared_data, tmp_path):
