@@ -89,6 +89,9 @@ class EditResult:
     seconds: float
     attr: str
     scale: float
+    # What "auto" chose for this clip: the edit guidance, and whether the hair was redrawn
+    guidance: float = 1.0
+    hair_noise: str = "inverted"
     status: str = "ok"
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -354,6 +357,8 @@ class Pipeline:
             frames_with_face=track.frames_with_face, frames_filled=track.frames_filled,
             frames_passed_through=track.frames_passed_through, fps=str(info.fps),
             seconds=round(done - start, 3), attr=options.attr, scale=options.scale,
+            guidance=self.edit_guidance(options, track.mesh),
+            hair_noise="fresh" if self.redraws_hair(options, track.mesh) else "inverted",
             stage_seconds={"analyse": round(tracked - start, 3),
                            "render": round(done - tracked, 3)},
         )

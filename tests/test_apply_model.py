@@ -116,8 +116,10 @@ def test_smiling_moves_the_landmarks_and_the_face_smiles(run_s3edit, short_clip,
     # reconstruction rather than from the input crop.
     proc = run_s3edit("apply", short_clip, "-o", out, "--attr", "smiling", "--scale", "1.5",
                       "--steps", "3", "--blend", "residual-decoded", "--device", "cpu", "-q",
-                      timeout=600)
+                      "--json", timeout=600)
     assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)  # what auto chose: this face is turned aside (-1.0)
+    assert (record["guidance"], record["hair_noise"]) == (2.0, "inverted")
     result = evaluate_pair(short_clip, out, "Smiling", every=4)
     assert result["target_change"] > 0.1
     assert result["identity"] > 0.9
