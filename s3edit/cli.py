@@ -55,8 +55,9 @@ REFINE_HELP = ("Fixed-point iterations per inversion step: each costs one networ
                "and brings the reconstruction closer to exact (0: plain DDIM inversion).")
 GUIDANCE_HELP = ("Edit guidance: each decoding step moves this many times as far as the edited "
                  "code asks from where the unedited code goes (1: none; above 1 costs a second "
-                 "network pass a step). auto: 2 on a face turned from the camera, where the "
-                 "decoder draws only part of an edit, 1 on a face that faces it.")
+                 "network pass a step). auto: 2 on a face turned aside (three-quarter view), "
+                 "where the decoder draws only part of an edit; 1 facing the camera or in "
+                 "profile.")
 
 ETA_HELP = ("Fresh noise in each decoding step (DDIM's eta: 0 deterministic, 1 DDPM), the "
             "same draws for every frame and for the unedited reconstruction the edit is "
