@@ -8,6 +8,7 @@ from helpers import celeba_subset
 
 from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.edit.expression import (
+    EXCLUSIVE_ATTRIBUTES,
     EXPRESSION_ATTRIBUTES,
     ExpressionDirections,
     edit_codes,
@@ -88,14 +89,15 @@ def test_edit_codes_routes_expressions_to_the_landmarks():
 def test_edited_blond_is_held_at_the_labels_value_and_the_rest_left_free():
     """The editors push an attribute value far past the labels' +1; for blond hair the decoder
     then draws grey, so the edited code holds Blond_Hair at +1. Eyeglasses, the identity and
-    codes without attribute values keep what the editor wrote."""
+    codes without attribute values keep what the editor wrote (the other hair colours are
+    held too, by the test below)."""
     code = torch.cat([torch.nn.functional.normalize(torch.randn(IDENTITY_DIM), dim=0),
                       torch.rand(ATTRIBUTE_DIM) * 2 - 1])
     blond, glasses = (IDENTITY_DIM + ATTRIBUTES.index(a) for a in ("Blond_Hair", "Eyeglasses"))
     edited = edit_codes(RecordingEditor(), None, code, "Blond_Hair", 3.0).identity
     assert edited[blond] == 1.0 and edited[glasses] == code[glasses] + 3.0
     others = torch.ones(len(code), dtype=torch.bool)
-    others[blond] = False
+    others[[IDENTITY_DIM + ATTRIBUTES.index(a) for a in EXCLUSIVE_ATTRIBUTES]] = False
     torch.testing.assert_close(edited[others], code[others] + 3.0)
     # Under the limit the value is the editor's own.
     assert edit_codes(RecordingEditor(), None, code, "Blond_Hair", -0.5).identity[blond] \
@@ -103,6 +105,45 @@ def test_edited_blond_is_held_at_the_labels_value_and_the_rest_left_free():
     identity_only = torch.randn(IDENTITY_DIM)
     torch.testing.assert_close(edit_codes(RecordingEditor(), None, identity_only, "Blond_Hair",
                                           3.0).identity, identity_only + 3.0)
+
+
+def test_an_edited_hair_colour_holds_the_others_under_minus_its_value():
+    """Hair colours are exclusive in the labels: raising one lowers the others that would sum
+    with it above 0, by every editor; lowering one, or editing another attribute, does not
+    touch them."""
+    values = {"Black_Hair": 0.9, "Blond_Hair": -1.0, "Brown_Hair": -0.2, "Gray_Hair": -0.95}
+    code = torch.cat([torch.nn.functional.normalize(torch.randn(IDENTITY_DIM), dim=0),
+                      torch.zeros(ATTRIBUTE_DIM)])
+    for attr, value in values.items():
+        code[IDENTITY_DIM + ATTRIBUTES.index(attr)] = value
+
+    class SetBlond:
+        name = "set"
+
+        def __init__(self, to):
+            self.to = to
+
+        def edit(self, identity, attr, scale):
+            out = identity.clone()
+            out[IDENTITY_DIM + ATTRIBUTES.index(attr)] = self.to
+            return out
+
+    def hair(edited):
+        return {a: round(float(edited[IDENTITY_DIM + ATTRIBUTES.index(a)]), 4)
+                for a in EXCLUSIVE_ATTRIBUTES}
+
+    blond = edit_codes(SetBlond(1.0), None, code, "Blond_Hair", 0.6).identity
+    assert hair(blond) == {"Black_Hair": -1.0, "Blond_Hair": 1.0, "Brown_Hair": -1.0,
+                           "Gray_Hair": -1.0}
+    # Half way: only the colours above minus the new value come down.
+    half = edit_codes(SetBlond(0.3), None, code, "Blond_Hair", 0.2).identity
+    assert hair(half) == {"Black_Hair": -0.3, "Blond_Hair": 0.3, "Brown_Hair": -0.3,
+                          "Gray_Hair": -0.95}
+    # Taking a colour away leaves the others as they were; so does any other attribute.
+    less_black = edit_codes(SetBlond(-1.0), None, code, "Black_Hair", -0.6).identity
+    assert hair(less_black) == {**values, "Black_Hair": -1.0}
+    glasses = edit_codes(SetBlond(1.0), None, code, "Eyeglasses", 0.6).identity
+    assert hair(glasses) == values
 
 
 def test_save_load_round_trip(tmp_path):

@@ -9,7 +9,8 @@ alone and adds to every frame's landmark code scale x (mean landmark code of the
 attribute - of the faces without): scale 1 moves an average face without it to the average face
 with it, and the clip's own motion rides on top. Every other attribute goes to the identity
 editor, whose edited code `edit_codes` then holds within the values the decoder draws well
-(VALUE_LIMITS).
+(VALUE_LIMITS), with the hair colours other than the edited one lowered to match it
+(EXCLUSIVE_ATTRIBUTES).
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ EXPRESSION_ATTRIBUTES = ("High_Cheekbones", "Mouth_Slightly_Open", "Narrow_Eyes"
 # comes out white-grey (the evaluation classifier calls it Gray_Hair); held at +1 it is golden
 # (bench/README.md, stop 27).
 VALUE_LIMITS = {"Blond_Hair": 1.0}
+# Attributes of which a face has one at most (two are +1 together on 1.2% of CelebA-HQ's faces).
+# An edit toward one of them holds the others at or under minus its edited value: blond raised
+# to +1 takes black, brown and grey hair to -1, as in a blond face's labels. s3 is trained to
+# leave the other attributes alone, and on a black-haired face wrote Blond_Hair +1 beside
+# Black_Hair +0.65 (bench/README.md, stop 29).
+EXCLUSIVE_ATTRIBUTES = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 
 
 class ExpressionDirections(ModelMixin, ConfigMixin):
@@ -87,16 +94,23 @@ def edit_codes(editor: Editor, expressions: ExpressionDirections | None,
     offset = expressions.offset(attr, scale) if expressions is not None and scale else None
     if offset is not None:
         return CodeEdit(identity, offset.detach())
-    return CodeEdit(within_value_limits(editor.edit(identity, attr, scale)))
+    return CodeEdit(within_value_limits(editor.edit(identity, attr, scale), attr))
 
 
-def within_value_limits(code: torch.Tensor) -> torch.Tensor:
-    """An edited clip code (..., D) with its attribute values held under VALUE_LIMITS; a code
+def within_value_limits(code: torch.Tensor, attr: str | None = None) -> torch.Tensor:
+    """An edited clip code (..., D) with its attribute values held under VALUE_LIMITS and, for
+    an edit of `attr` among EXCLUSIVE_ATTRIBUTES, the others held under minus its value; a code
     without attribute values (identity only) is returned as it is."""
     if code.shape[-1] != IDENTITY_DIM + ATTRIBUTE_DIM:
         return code
     code = code.clone()
-    for attr, limit in VALUE_LIMITS.items():
-        i = IDENTITY_DIM + ATTRIBUTES.index(attr)
+    for name, limit in VALUE_LIMITS.items():
+        i = IDENTITY_DIM + ATTRIBUTES.index(name)
         code[..., i] = code[..., i].clamp(max=limit)
+    if attr in EXCLUSIVE_ATTRIBUTES:
+        target = code[..., IDENTITY_DIM + ATTRIBUTES.index(attr)]
+        for other in EXCLUSIVE_ATTRIBUTES:
+            if other != attr:
+                i = IDENTITY_DIM + ATTRIBUTES.index(other)
+                code[..., i] = torch.minimum(code[..., i], -target)
     return code
