@@ -258,3 +258,31 @@ def test_without_tint_keeps_thin_rims_and_drops_broad_shading():
     assert clear[0][on_ring].mean() < -30, "the ring keeps most of its darkness"
     np.testing.assert_allclose(without_tint(np.full((1, 64, 64, 3), 9.0, np.float32)), 0,
                                atol=1e-4)
+
+
+def test_an_even_hair_tint_takes_an_orange_patch_into_the_blond_and_leaves_the_rest():
+    """Dark hair over the top half of a crop turned blond, with an orange patch (the decoder's
+    on d0's crown): the patch's colour comes within the spread of the blond's, its lightness
+    and everything outside the hair stay as they were."""
+    import cv2
+
+    from s3edit.pipeline import with_even_hair_tint
+
+    crop = np.full((1, 64, 64, 3), (60, 45, 35), np.uint8)
+    hair = np.zeros((1, 128, 128), np.float32)
+    hair[0, :64] = 1
+    edited = crop.astype(np.float32).copy()
+    edited[0, :32] = (200, 180, 120)  # blond
+    edited[0, :32, :12] = (220, 120, 60)  # orange patch
+    edited[0, 40:] = (90, 70, 60)  # the face below changes too, outside the hair
+    evened = with_even_hair_tint(edited - crop, crop, hair, spread=6.0)
+
+    def lab(x):
+        return cv2.cvtColor(np.clip(x, 0, 255).astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+
+    before, after = lab(edited[0]), lab(crop[0] + evened[0])
+    blond, patch = before[5, 30], after[5, 5]
+    assert np.abs(lab(edited[0])[5, 5, 1:] - blond[1:]).max() > 15, "the patch was orange"
+    assert np.abs(patch[1:] - after[5, 30, 1:]).max() < 6 + 1, "now its colour is the blond's"
+    assert abs(patch[0] - before[5, 5, 0]) < 1, "its lightness is kept"
+    np.testing.assert_allclose(evened[0, 40:], (edited - crop)[0, 40:], atol=1e-3)
