@@ -46,7 +46,7 @@ from s3edit.face.hair import (
 )
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.landmarks import FaceDetector
-from s3edit.face.mask import face_mask, parsed_face_mask
+from s3edit.face.mask import face_mask, hair_attribute, parsed_face_mask
 from s3edit.face.paste import extend_past_crop, paste_back
 from s3edit.face.track import FaceTrack, FaceTracker
 from s3edit.keyframes import interpolated_delta, select_keyframes
@@ -170,11 +170,12 @@ HAIR_CROP = 256
 HAIR_EDGE_FADE = 0.04
 # The band along the crop's edge whose hair gives the mean change of the hair past the crop.
 HAIR_EDGE_BAND = 0.15
-# A hair edit with the hair redrawn pastes through the hair found and the face oval's outer
-# ring, where locks fall over the temples and cheeks, but not the face within, the oval shrunk
-# by this share of the face's size: what the decode changes there is shading, a dark cheek on
-# retalking-1 (blond +0.6 on the frontal dev clips: identity 0.982-0.984 -> 0.985-0.992,
-# bench/README.md, stop 27).
+# A hair edit pastes through the hair (found where redrawn, the mesh's guess elsewhere) and the
+# face oval's outer ring, where locks fall over the temples and cheeks, but not the face within,
+# the oval shrunk by this share of the face's size: what the decode changes there is shading,
+# a dark cheek on retalking-1 (blond +0.6 on the frontal dev clips: identity 0.982-0.984 ->
+# 0.985-0.992, bench/README.md, stop 27), a lighter face on megaportrait (0.980 -> 0.986,
+# stop 30).
 HAIR_EDIT_INNER_FACE = 0.2
 # The hair edit's scale from which all the noise under the hair is redrawn; a weaker edit
 # redraws it in part. Redrawn whole at any scale, the hair jumped to the decoder's own: blond
@@ -555,6 +556,8 @@ class Pipeline:
                 mask = np.maximum(ring, uncrop(hair.crop, square, frame.shape))
             else:
                 mask = face_mask(mesh, frame.shape[:2], attr=options.attr)
+                if hair_attribute(options.attr):  # the face within stays as it was here too
+                    mask *= 1 - face_mask(mesh, frame.shape[:2], dilate=-HAIR_EDIT_INNER_FACE)
         with self.timer("paste back"):
             if options.blend == "plain":
                 pasted = paste_back(frame, np.clip(crop + delta, 0, 255), square, mask)

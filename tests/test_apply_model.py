@@ -181,7 +181,7 @@ def test_blond_hair_redraws_the_hair_and_leaves_the_background(run_s3edit, share
     which holds its colour and greys it, and the classifier sees more blond. The paste mask is
     then the hair found and the face's outer ring, so the wall beside the head stays as it was
     (the mesh's hair guess, used with the inverted noise, takes wall in and lightens it too),
-    and so does the face within (the decode shades one cheek)."""
+    and so does the face within (the decode shades one cheek), from either noise."""
     from s3edit.face.hair import HairSegmenter
     from s3edit.face.landmarks import FaceDetector
     from s3edit.face.mask import face_mask
@@ -216,7 +216,7 @@ def test_blond_hair_redraws_the_hair_and_leaves_the_background(run_s3edit, share
     assert light > 60 and yellow > inverted_yellow + 1  # both lighten it; fresh more golden
     assert blond["fresh"] > blond["inverted"] + 0.03
     assert wall["fresh"] < 2 and wall["inverted"] > 3 * wall["fresh"]
-    assert face["fresh"] < 2.5 and face["inverted"] > 2 * face["fresh"]
+    assert face["fresh"] < 2.5 and face["inverted"] < 2.5
 
 
 def test_blond_hair_reaches_the_ends_of_a_bob_past_the_crop(run_s3edit, shared_data, tmp_path):
