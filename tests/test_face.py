@@ -286,6 +286,33 @@ def test_thin_lines_draws_a_soft_rim_as_a_line():
     assert (thin_dark > 10).sum() > 0
 
 
+@pytest.mark.parametrize("slant", [0, 1])
+def test_thin_lines_narrows_a_wide_rim_to_an_unbroken_line(slant: int):
+    """The decoder's rims are soft, two or three crop pixels wide, ten or more frame pixels:
+    with `thin_lines` such a rim, level or slanting, comes out well under the width warped, and
+    still unbroken along its length (no dashes where the crop's pixels fall)."""
+    frame, square, mask, _ = _scene()
+    frame = np.full_like(frame, 128)
+    crop = np.full((64, 64, 3), 128, np.uint8)
+    rows, cols = np.indices((64, 64))
+    across = (rows - 32 - slant * (cols - 32) / 2) / np.hypot(1, slant / 2)
+    rim = (crop - 60 * np.exp(-across**2 / 2)[..., None]).round().astype(np.uint8)
+    soft = 128 - paste_back(frame, rim, square, mask, reconstructed_crop=crop)[..., 0].astype(float)
+    thin = 128 - paste_back(frame, rim, square, mask, reconstructed_crop=crop,
+                            thin_lines=True)[..., 0].astype(float)
+    inner = cv2.erode((mask > 0.99).astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+    # Each frame column well inside the mask that the soft rim crosses.
+    crossed = [x for x in range(frame.shape[1]) if (soft[inner[:, x], x] > 30).any()]
+    assert len(crossed) > 30
+    soft_width = np.mean([(soft[inner[:, x], x] > 10).sum() for x in crossed])
+    thin_width = np.mean([(thin[inner[:, x], x] > 10).sum() for x in crossed])
+    assert thin_width < 0.7 * soft_width  # the unsharp mask alone: 0.85-0.9
+    # Unbroken: as dark at its middle all along, the columns where it leaves the region aside.
+    trim = len(crossed) // 8
+    middle = np.array([thin[inner[:, x], x].max() for x in crossed[trim:-trim]])
+    assert middle.min() > 0.8 * middle.max()
+
+
 def test_hair_past_the_crop_takes_the_mean_change_of_the_hair_along_its_edge():
     """Long hair running out of the bottom of the crop: past the crop it takes the mean change
     of the hair in the crop's edge band (not the centre's), faded in over the crop's own fade;

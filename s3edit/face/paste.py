@@ -22,6 +22,11 @@ from s3edit.face.align import uncrop
 # pixels and a gain of 2 turned the eyeglasses' soft rims into lines (bench/README.md, stop 26).
 THIN_LINE_SIGMA = 0.7
 THIN_LINE_GAIN = 2.0
+# Then each darkening is divided by the largest within THIN_LINE_REACH crop pixels and raised to
+# THIN_LINE_POWER: the middle of a rim keeps its darkness and its sides fade, so a rim two or
+# three crop pixels wide, ten or more frame pixels on a large face, is drawn as a thin line.
+THIN_LINE_REACH = 2.0
+THIN_LINE_POWER = 8.0
 
 
 def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np.ndarray, *,
@@ -74,6 +79,7 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np
             soft = cv2.GaussianBlur(warped_change, (0, 0), THIN_LINE_SIGMA * crop_pixel
                                     ).reshape(warped_change.shape)  # cv2 drops a 1-channel axis
             warped_change = np.minimum(warped_change + THIN_LINE_GAIN * (warped_change - soft), 0)
+            warped_change = _thinned(warped_change, THIN_LINE_REACH * crop_pixel)
         blended = base + warped_change * m
         if replace_detail is not None:
             low, high = replace_detail
@@ -87,6 +93,33 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np
     pasted = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1] = np.where(m > 0, pasted, frame[y0:y1, x0:x1])
     return out
+
+
+def _thinned(darkening: np.ndarray, reach: float) -> np.ndarray:
+    """A change (h, w [, c]) that only darkens, with each line narrowed to its middle: scaled
+    by (its darkness / the largest across the line within `reach` frame pixels) **
+    (THIN_LINE_POWER - 1). Across, not all round: along a rim the darkness dips where the crop's
+    pixels fall, and a round neighbourhood cut the line into dashes there."""
+    depth = -darkening.mean(axis=-1) if darkening.ndim == 3 else -darkening
+    smooth = cv2.GaussianBlur(depth, (0, 0), max(reach / 2, 1.0))
+    dxx = cv2.Sobel(smooth, cv2.CV_32F, 2, 0)
+    dyy = cv2.Sobel(smooth, cv2.CV_32F, 0, 2)
+    dxy = cv2.Sobel(smooth, cv2.CV_32F, 1, 1)
+    # Across a dark line is where the darkness curves down most: the Hessian's eigenvector of
+    # the lower eigenvalue.
+    angle = 0.5 * np.arctan2(2 * dxy, dxx - dyy) + np.pi / 2
+    step_x, step_y = np.cos(angle), np.sin(angle)
+    rows, cols = np.indices(depth.shape, dtype=np.float32)
+    across = smooth.copy()
+    for offset in range(1, int(np.ceil(reach)) + 1):
+        for sign in (-1, 1):
+            shifted = cv2.remap(smooth, cols + sign * offset * step_x,
+                                rows + sign * offset * step_y, cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+            np.maximum(across, shifted, out=across)
+    share = np.divide(smooth, across, out=np.zeros_like(smooth), where=across > 1e-6)
+    factor = share ** (THIN_LINE_POWER - 1)
+    return darkening * (factor[..., None] if darkening.ndim == 3 else factor)
 
 
 def extend_past_crop(pasted: np.ndarray, change: np.ndarray, square: np.ndarray,
