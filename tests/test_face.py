@@ -289,8 +289,8 @@ def test_thin_lines_draws_a_soft_rim_as_a_line():
 @pytest.mark.parametrize("slant", [0, 1])
 def test_thin_lines_narrows_a_wide_rim_to_an_unbroken_line(slant: int):
     """The decoder's rims are soft, two or three crop pixels wide, ten or more frame pixels:
-    with `thin_lines` such a rim, level or slanting, comes out well under the width warped, and
-    still unbroken along its length (no dashes where the crop's pixels fall)."""
+    with `thin_lines` such a rim, level or slanting, comes out well under the width warped, as
+    dark in all, and unbroken along its length (no dashes where the crop's pixels fall)."""
     frame, square, mask, _ = _scene()
     frame = np.full_like(frame, 128)
     crop = np.full((64, 64, 3), 128, np.uint8)
@@ -304,9 +304,14 @@ def test_thin_lines_narrows_a_wide_rim_to_an_unbroken_line(slant: int):
     # Each frame column well inside the mask that the soft rim crosses.
     crossed = [x for x in range(frame.shape[1]) if (soft[inner[:, x], x] > 30).any()]
     assert len(crossed) > 30
-    soft_width = np.mean([(soft[inner[:, x], x] > 10).sum() for x in crossed])
-    thin_width = np.mean([(thin[inner[:, x], x] > 10).sum() for x in crossed])
-    assert thin_width < 0.7 * soft_width  # the unsharp mask alone: 0.85-0.9
+
+    def width(darkening: np.ndarray) -> float:  # at half the line's darkness, across it
+        return np.mean([(column > 0.5 * column.max()).sum()
+                        for column in (darkening[inner[:, x], x] for x in crossed)])
+
+    assert width(thin) < 0.5 * width(soft)  # the unsharp mask alone: 0.8
+    # Narrowed, it keeps its ink (what a look at a smaller size, or the classifier, sees).
+    assert thin[inner].sum() > 0.8 * soft[inner].sum()
     # Unbroken: as dark at its middle all along, the columns where it leaves the region aside.
     trim = len(crossed) // 8
     middle = np.array([thin[inner[:, x], x].max() for x in crossed[trim:-trim]])

@@ -22,11 +22,16 @@ from s3edit.face.align import uncrop
 # pixels and a gain of 2 turned the eyeglasses' soft rims into lines (bench/README.md, stop 26).
 THIN_LINE_SIGMA = 0.7
 THIN_LINE_GAIN = 2.0
-# Then each darkening is divided by the largest within THIN_LINE_REACH crop pixels and raised to
-# THIN_LINE_POWER: the middle of a rim keeps its darkness and its sides fade, so a rim two or
-# three crop pixels wide, ten or more frame pixels on a large face, is drawn as a thin line.
+# Then each rim is narrowed to its middle: the darkening is weighted by (its darkness / the
+# largest across the line within THIN_LINE_REACH crop pixels) ** (THIN_LINE_POWER - 1), so a rim
+# two or three crop pixels wide, ten or more frame pixels on a large face, becomes a line (half
+# its width or less), and darkened to keep its ink (its darkening summed over that reach), by at
+# most THIN_LINE_MAX_GAIN: narrowed alone, the rims faded, for the eye on small faces and for
+# the evaluation classifier (megaportrait -1eKufUP5XQ_4, Eyeglasses 0.98 -> 0.6 on frames 8 and
+# 16; with the ink kept 0.97-0.98; bench/README.md, stop 31).
 THIN_LINE_REACH = 2.0
 THIN_LINE_POWER = 8.0
+THIN_LINE_MAX_GAIN = 3.0
 
 
 def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np.ndarray, *,
@@ -42,8 +47,9 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np
     own detail is faded out, entirely above `high`, so the face there is the edited crop.
     `thin_lines` (residual mode only) takes the change for dark lines drawn at the crop's
     resolution, such as spectacle rims: warped to the frame, it is sharpened by an unsharp mask
-    (THIN_LINE_SIGMA crop pixels, weight THIN_LINE_GAIN) and only its darkening is kept, so a
-    rim a crop pixel or two wide is drawn as a line, not a soft band.
+    (THIN_LINE_SIGMA crop pixels, weight THIN_LINE_GAIN), only its darkening is kept and each
+    line is narrowed to its middle (`_thinned`), so a rim a few crop pixels wide is drawn as a
+    line, not a soft band.
     """
     if mask.shape != frame.shape[:2]:
         raise ValueError(f"mask is {mask.shape}, frame is {frame.shape[:2]}")
@@ -96,10 +102,11 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, square: np.ndarray, mask: np
 
 
 def _thinned(darkening: np.ndarray, reach: float) -> np.ndarray:
-    """A change (h, w [, c]) that only darkens, with each line narrowed to its middle: scaled
-    by (its darkness / the largest across the line within `reach` frame pixels) **
-    (THIN_LINE_POWER - 1). Across, not all round: along a rim the darkness dips where the crop's
-    pixels fall, and a round neighbourhood cut the line into dashes there."""
+    """A change (h, w [, c]) that only darkens, with each line narrowed to its middle and as
+    much ink as before (see THIN_LINE_POWER). Darkness is compared on a smoothed copy, whose
+    lines follow curves where the warped crop's pixels make steps, and across each line, not
+    all round: along a rim it dips where the crop's pixels fall, and a round neighbourhood cut
+    the line into dashes there."""
     depth = -darkening.mean(axis=-1) if darkening.ndim == 3 else -darkening
     smooth = cv2.GaussianBlur(depth, (0, 0), max(reach / 2, 1.0))
     dxx = cv2.Sobel(smooth, cv2.CV_32F, 2, 0)
@@ -119,6 +126,10 @@ def _thinned(darkening: np.ndarray, reach: float) -> np.ndarray:
             np.maximum(across, shifted, out=across)
     share = np.divide(smooth, across, out=np.zeros_like(smooth), where=across > 1e-6)
     factor = share ** (THIN_LINE_POWER - 1)
+    ink = cv2.GaussianBlur(depth, (0, 0), reach)
+    kept = cv2.GaussianBlur(depth * factor, (0, 0), reach)
+    factor *= np.minimum(np.divide(ink, kept, out=np.ones_like(ink), where=kept > 1e-3),
+                         THIN_LINE_MAX_GAIN)
     return darkening * (factor[..., None] if darkening.ndim == 3 else factor)
 
 
