@@ -544,9 +544,10 @@ class Pipeline:
                    labels: np.ndarray | None = None, hair: FoundHair | None = None
                    ) -> np.ndarray:
         """One frame with the edit's change `delta` to its aligned `crop` pasted back through
-        the face mask (`labels`: the face parsing of the crop, for the parsed mask), and
-        through the found `hair` and the face's outer ring where the hair was redrawn; the hair
-        past the crop then takes the mean change of the hair along the crop's edge."""
+        the face mask (`labels`: the face parsing of the crop, for the parsed mask). A hair
+        edit leaves the face within the oval's outer ring as it was, and where the hair was
+        redrawn pastes through the found `hair` instead of the mesh's guess; the hair past the
+        crop then takes the mean change of the hair along the crop's edge."""
         with self.timer("mask"):
             if labels is not None:
                 mask = parsed_face_mask(labels, square, mesh, frame.shape[:2], attr=options.attr)
