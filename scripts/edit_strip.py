@@ -4,7 +4,7 @@ Each cell is one frame of the clip as `s3edit apply` writes it (the edit decoded
 added onto the frame through the soft face mask), cut around the face. Example:
 
     python scripts/edit_strip.py --clips CLIP1 CLIP2 CLIP3 --out docs/edit-strip.png \
-        --edit eyeglasses:0.6 --edit blond_hair:0.6 --edit smiling:1.5 --edit young:-0.6
+        --edit eyeglasses:0.6 --edit blond_hair:0.6 --edit smiling:1.5 --edit young:-1.5
 """
 
 from __future__ import annotations
