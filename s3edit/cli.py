@@ -137,7 +137,9 @@ def apply(
                                          "removes the attribute, 0 reconstructs. Expressions "
                                          "(smiling, mouth_slightly_open, high_cheekbones, "
                                          "narrow_eyes) move the landmarks: 1 is the average "
-                                         "difference between faces with and without.")]
+                                         "difference between faces with and without. With the "
+                                         "default weights eyeglasses and hair colour show at "
+                                         "0.5-0.6, age (young) at about -1.5.")]
     = DEFAULTS.scale,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output video (one "
                                                 "input).")] = None,
