@@ -19,7 +19,9 @@ change: each editor's metrics are interpolated, per attribute and clip, at the t
 the first editor reaches there at each scale, then given as mean ± sd over clips with the
 paired difference from the first editor. Rows (with each attribute's mean change) go to
 OUT/rows.jsonl as they are measured and a rerun skips those already there, so a stopped run
-resumes and a later run can add editors or scales. A benchmark, not a test.
+resumes and a later run can add editors or scales. `--tables A/rows.jsonl B/rows.jsonl
+--reference s3` prints the tables of earlier runs together (same clips and frames) and runs
+nothing. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -210,7 +212,11 @@ def at_equal_target(rows: list[dict], reference: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="folder for clips and rows.jsonl")
+    p.add_argument("--out", type=Path, help="folder for clips and rows.jsonl")
+    p.add_argument("--tables", type=Path, nargs="+",
+                   help="print the tables of these rows.jsonl files together; run nothing")
+    p.add_argument("--reference",
+                   help="editor the last table compares the others with (default: the first row's)")
     p.add_argument("--data", type=Path, default=default_data_dir(),
                    help="shared data folder (env S3EDIT_SHARED_DATA)")
     p.add_argument("--clips", nargs="+", default=list(CLIPS), help="relative to DATA/videos")
@@ -237,6 +243,12 @@ def main() -> None:
     p.add_argument("--expressions", action="store_true",
                    help="edit expression attributes through the landmark codes, as apply does")
     args = p.parse_args()
+    if args.tables:
+        print_tables([json.loads(line) for path in args.tables
+                      for line in path.read_text().splitlines()], args.reference)
+        return
+    if args.out is None:
+        p.error("--out or --tables is required")
     args.out.mkdir(parents=True, exist_ok=True)
     rows_file = args.out / "rows.jsonl"
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()] \
@@ -292,12 +304,25 @@ def main() -> None:
           "decoding the edit, pasting back and encoding, and for the first edit of a clip its "
           f"inversion (cached for the others); tracking, done once per clip, took "
           f"{np.mean([r['shared_seconds'] for r in rows]):.1f} s a clip on average\n")
+    print_tables(rows, args.reference)
+
+
+def print_tables(rows: list[dict], reference: str | None = None) -> None:
+    """The rows by editor and scale, by attribute too, and with several scales at equal target
+    change against `reference` (default: the first row's editor)."""
+    editors = list(dict.fromkeys(r["editor"] for r in rows))
+    if not editors:
+        raise SystemExit("error: no rows to print")
+    if reference and reference not in editors:
+        raise SystemExit(f"error: no rows of editor {reference!r}; the rows have: "
+                         f"{', '.join(editors)}")
     print(table(rows, ("editor", "scale")))
     print()
     print(table(rows, ("attr", "editor", "scale")))
+    reference = reference or rows[0]["editor"]
     if len({r["scale"] for r in rows}) > 1:
-        print(f"\nat the target changes of {rows[0]['editor']}:\n")
-        print(at_equal_target(rows, rows[0]["editor"]))
+        print(f"\nat the target changes of {reference}:\n")
+        print(at_equal_target(rows, reference))
 
 
 if __name__ == "__main__":
