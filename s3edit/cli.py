@@ -139,7 +139,8 @@ def apply(
                                          "narrow_eyes) move the landmarks: 1 is the average "
                                          "difference between faces with and without. With the "
                                          "default weights eyeglasses and hair colour show at "
-                                         "0.5-0.6, age (young) at about -1.5.")]
+                                         "0.5-0.6, an older face (young) at about -1.5; "
+                                         "younger hardly shows.")]
     = DEFAULTS.scale,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output video (one "
                                                 "input).")] = None,
