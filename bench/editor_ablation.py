@@ -21,7 +21,8 @@ paired difference from the first editor. Rows (with each attribute's mean change
 OUT/rows.jsonl as they are measured and a rerun skips those already there, so a stopped run
 resumes and a later run can add editors or scales. `--tables A/rows.jsonl B/rows.jsonl
 --reference s3` prints the tables of earlier runs together (same clips and frames) and runs
-nothing. A benchmark, not a test.
+nothing. `--regrade A --classifier C --out B` measures the clips run A kept again, graded by
+another image classifier C, and renders nothing. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -240,6 +241,10 @@ def main() -> None:
                    help="apply's --hair-noise")
     p.add_argument("--lenses", default=LENSES[0], choices=LENSES, help="apply's --lenses")
     p.add_argument("--weights", type=Path, default=default_weights_dir())
+    p.add_argument("--classifier", type=Path,
+                   help="the image classifier that grades the edits (default: s3edit eval's)")
+    p.add_argument("--regrade", type=Path, metavar="RUN",
+                   help="measure the clips an earlier --out RUN kept again, render nothing")
     p.add_argument("--expressions", action="store_true",
                    help="edit expression attributes through the landmark codes, as apply does")
     args = p.parse_args()
@@ -254,6 +259,11 @@ def main() -> None:
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()] \
         if rows_file.exists() else []
     done = {(r["clip"], r["attr"], r["editor"], r["scale"]) for r in rows}
+    if args.regrade:
+        regrade(args.regrade, rows_file, done, args.classifier, args.every)
+        print_tables([json.loads(line) for line in rows_file.read_text().splitlines()],
+                     args.reference)
+        return
 
     editors = [load_editor_spec(s, args.weights) for s in args.editors or ["linear", "lt", "s3"]]
     pipeline = Pipeline.from_weights(args.weights, editor="linear", steps=args.steps,
@@ -287,7 +297,8 @@ def main() -> None:
                 pipeline.editor = editor
                 pipeline.render(info, clip, opts, writer)
                 edit_seconds = time.perf_counter() - edit_start
-                result = evaluate_pair(src, edited, attr, every=args.every)
+                result = evaluate_pair(src, edited, attr, every=args.every,
+                                       image_classifier_dir=args.classifier)
                 row = {"clip": clip_name, "attr": attr, "editor": label, "scale": scale,
                        "frames": info.frame_count, "edit_seconds": round(edit_seconds, 2),
                        "shared_seconds": round(shared_seconds, 2),
@@ -305,6 +316,29 @@ def main() -> None:
           f"inversion (cached for the others); tracking, done once per clip, took "
           f"{np.mean([r['shared_seconds'] for r in rows]):.1f} s a clip on average\n")
     print_tables(rows, args.reference)
+
+
+def regrade(run: Path, rows_file: Path, done: set, classifier: Path | None, every: int) -> None:
+    """Measure again each clip that `run` kept (its rows' clips) into `rows_file`."""
+    source = run / "rows.jsonl"
+    if not source.exists():
+        raise SystemExit(f"error: {source}: no rows to regrade")
+    for line in source.read_text().splitlines():
+        row = json.loads(line)
+        key = (row["clip"], row["attr"], row["editor"], row["scale"])
+        src = run / row["clip"].replace("/", "_")
+        edited = src.with_suffix(f".{row['attr']}.{row['editor'].replace(' ', '_')}."
+                                 f"{row['scale']}.mp4")
+        if key in done or not edited.exists():
+            continue
+        result = evaluate_pair(src, edited, row["attr"], every=every,
+                               image_classifier_dir=classifier)
+        row.update(success(result, row["scale"]),
+                   **{k: result[k] for k in (*COMPARED, "pixel_change", "attribute_changes")})
+        with rows_file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{row['clip']} {row['attr']} {row['editor']} {row['scale']}: target change "
+              f"{row['target_change']}", flush=True)
 
 
 def print_tables(rows: list[dict], reference: str | None = None) -> None:

@@ -32,7 +32,7 @@ from s3edit.metrics.identity import (
     track_face,
 )
 from s3edit.metrics.report import format_table, write_report
-from s3edit.train.image_classifier import train_image_classifier
+from s3edit.train.image_classifier import balanced_weights, train_image_classifier
 from s3edit.video import VideoWriter, binaries, probe, read_frames
 
 
@@ -144,6 +144,31 @@ def test_train_image_classifier_runs(shared_data: Path, tmp_path: Path,
     assert '"train_images": 16' in metrics and '"steps": 3' in metrics
     assert load_image_classifier(folder).probabilities(np.zeros((1, 128, 128, 3), np.uint8)
                                                        ).shape == (1, 40)
+
+
+def test_balanced_weights_balance_a_rare_pairing_within_each_half():
+    # Columns: a hair colour common in one half (group = column 1) and rare in the other, a
+    # label too rare in one half to balance there, and the group itself.
+    rng = np.random.default_rng(0)
+    group = torch.tensor(rng.random(4000) < 0.4).float()
+    colour = torch.where(group == 1, torch.tensor(rng.random(4000) < 0.02).float(),
+                         torch.tensor(rng.random(4000) < 0.3).float())
+    rare = torch.where(group == 1, torch.zeros(4000), torch.tensor(rng.random(4000) < 0.2).float())
+    labels = torch.stack([colour, group, rare], 1)
+
+    plain, grouped = balanced_weights(labels), balanced_weights(labels, group=1)
+    for weights in (plain, grouped):
+        assert weights.mean(0).tolist() == pytest.approx([1, 1, 1], abs=1e-4)
+        for column in range(3):  # positives and negatives weigh alike over the data
+            y = labels[:, column]
+            assert float((weights[:, column] * y).sum()) == pytest.approx(
+                float((weights[:, column] * (1 - y)).sum()), rel=1e-4)
+    for half in (group == 1, group == 0):  # and within each half, where both are common enough
+        y, w = colour[half], grouped[half, 0]
+        assert float((w * y).sum()) == pytest.approx(float((w * (1 - y)).sum()), rel=1e-4)
+    men = (group == 1) & (colour == 1)
+    assert grouped[men, 0].mean() > 5 * plain[men, 0].mean()
+    torch.testing.assert_close(grouped[:, 1:], plain[:, 1:])  # too rare to balance; the group
 
 
 # --- a folder of pairs ------------------------------------------------------------------------

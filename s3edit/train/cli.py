@@ -345,6 +345,11 @@ def train_image_classifier_cmd(
     holdout: Annotated[int, typer.Option()] = HOLDOUT,
     steps: Annotated[int, typer.Option(min=1)] = 6000,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    resolution: Annotated[int, typer.Option(min=16, max=128,
+                                            help="Side of the crops it looks at.")] = 64,
+    balance_by: Annotated[str | None, typer.Option(
+        help="Balance each attribute's positives and negatives within both halves of this "
+             "attribute too (Male: blond men weigh as much as blond women).")] = None,
     device: Annotated[Device, typer.Option()] = Device.auto,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -355,4 +360,5 @@ def train_image_classifier_cmd(
 
     run_trainer(lambda: train_image_classifier(
         data, out, steps=steps, batch_size=batch_size, limit=limit, holdout=holdout,
-        device=str(resolve_device(device.value)), progress=stderr.is_terminal), data, verbose)
+        resolution=resolution, balance_by=balance_by, device=str(resolve_device(device.value)),
+        progress=stderr.is_terminal), data, verbose)
