@@ -98,6 +98,17 @@ class InvertOnce:
         return self._memo(self.model.decode, latents, identity, landmarks)
 
 
+def edited_path(src: Path, attr: str, label: str, scale: float) -> Path:
+    """Where an edit of the cut clip `src` is written (and found again by --regrade)."""
+    return src.with_suffix(f".{attr}.{label.replace(' ', '_')}.{scale}.mp4")
+
+
+def measured(result: dict, scale: float) -> dict:
+    """What a row keeps of `evaluate_pair`'s result."""
+    return {**success(result, scale),
+            **{k: result[k] for k in (*COMPARED, "pixel_change", "attribute_changes")}}
+
+
 def success(result: dict, scale: float) -> dict:
     """The target's mean probability before and after, and the share of frames where the edit
     succeeds: from under 0.1 to over 0.7 when adding (scale > 0), from over 0.5 to under 0.3
@@ -287,7 +298,7 @@ def main() -> None:
             for (label, editor), scale in itertools.product(editors, args.scales):
                 if (clip_name, attr, label, scale) in done:
                     continue
-                edited = src.with_suffix(f".{attr}.{label.replace(' ', '_')}.{scale}.mp4")
+                edited = edited_path(src, attr, label, scale)
                 opts = EditOptions(attr, scale, blend=args.blend,
                                    keyframe_every=args.keyframe_every,
                                    hair_noise=args.hair_noise, lenses=args.lenses,
@@ -302,8 +313,7 @@ def main() -> None:
                 row = {"clip": clip_name, "attr": attr, "editor": label, "scale": scale,
                        "frames": info.frame_count, "edit_seconds": round(edit_seconds, 2),
                        "shared_seconds": round(shared_seconds, 2),
-                       **success(result, scale),
-                       **{k: result[k] for k in (*COMPARED, "pixel_change", "attribute_changes")}}
+                       **measured(result, scale)}
                 rows.append(row)
                 with rows_file.open("a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -327,14 +337,12 @@ def regrade(run: Path, rows_file: Path, done: set, classifier: Path | None, ever
         row = json.loads(line)
         key = (row["clip"], row["attr"], row["editor"], row["scale"])
         src = run / row["clip"].replace("/", "_")
-        edited = src.with_suffix(f".{row['attr']}.{row['editor'].replace(' ', '_')}."
-                                 f"{row['scale']}.mp4")
+        edited = edited_path(src, row["attr"], row["editor"], row["scale"])
         if key in done or not edited.exists():
             continue
         result = evaluate_pair(src, edited, row["attr"], every=every,
                                image_classifier_dir=classifier)
-        row.update(success(result, row["scale"]),
-                   **{k: result[k] for k in (*COMPARED, "pixel_change", "attribute_changes")})
+        row.update(measured(result, row["scale"]))
         with rows_file.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"{row['clip']} {row['attr']} {row['editor']} {row['scale']}: target change "

@@ -34,11 +34,11 @@ def balanced_weights(labels: torch.Tensor, group: int | None = None, min_count: 
     both: otherwise a rare pairing (41 blond men among 1,499 blond women in the first 7,000
     images) is graded by the traits of the common one. Weights average to 1 over the data.
     """
-    def halves(y: torch.Tensor) -> torch.Tensor:
+    def even(y: torch.Tensor) -> torch.Tensor:
         positives = y.mean(0).clamp(1e-3, 1 - 1e-3)
         return y * (0.5 / positives) + (1 - y) * (0.5 / (1 - positives))
 
-    weights = halves(labels)
+    weights = even(labels)
     if group is None:
         return weights
     halves_of_group = (labels[:, group] == 1, labels[:, group] == 0)
@@ -47,7 +47,7 @@ def balanced_weights(labels: torch.Tensor, group: int | None = None, min_count: 
         y = labels[half]
         balanced &= torch.minimum(y.sum(0), (1 - y).sum(0)) >= min_count
     for half in halves_of_group:
-        weights[half] = torch.where(balanced, halves(labels[half]), weights[half])
+        weights[half] = torch.where(balanced, even(labels[half]), weights[half])
     return weights
 
 
