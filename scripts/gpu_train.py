@@ -78,6 +78,8 @@ def main() -> None:
                    help="x0-agreement regulariser (the committed weights trained without it)")
     p.add_argument("--oversample", nargs="+", default=["Eyeglasses"],
                    help="attributes (or A+B combinations) drawn at least a fifth of the time")
+    p.add_argument("--oversample-share", type=float, default=0.2,
+                   help="the least share of the draws each --oversample entry gets")
     p.add_argument("--limit", type=int, default=None, help="train on the pack's first N faces")
     p.add_argument("--steps", type=int, default=10**7,
                    help="stop after this many steps if the budget lasts (a smoke test)")
@@ -86,6 +88,8 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     args = p.parse_args()
 
+    # The batch shapes never change: let cuDNN pick its fastest convolutions once.
+    torch.backends.cudnn.benchmark = True
     ckpt = args.run / "checkpoint"
     if not ckpt.exists():
         start_checkpoint(args.start, ckpt,
@@ -98,6 +102,7 @@ def main() -> None:
         batch_size=args.batch_size, lr=args.lr, fusion_lr_scale=args.fusion_lr_scale,
         reg_weight=args.reg_weight,
         oversample=tuple(resolve_combination(name) for name in args.oversample),
+        oversample_share=args.oversample_share,
         limit=args.limit, max_minutes=max(args.minutes - elapsed - RESERVE_MINUTES, 0.0),
         save_every=1000, sample_every=500, log_every=args.log_every, device=args.device)
     trained = time.perf_counter()
