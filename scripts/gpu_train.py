@@ -29,6 +29,7 @@ import torch
 from s3edit.edit.attributes import resolve_combination
 from s3edit.train.autoencoder import (
     AutoencoderTrainConfig,
+    TrainingDiverged,
     checkpoint_resolution,
     train_autoencoder,
 )
@@ -106,7 +107,10 @@ def main() -> None:
         limit=args.limit, max_minutes=max(args.minutes - elapsed - RESERVE_MINUTES, 0.0),
         save_every=1000, sample_every=500, log_every=args.log_every, device=args.device)
     trained = time.perf_counter()
-    ema = train_autoencoder(cfg, progress=False)
+    try:
+        ema, diverged = train_autoencoder(cfg, progress=False), None
+    except TrainingDiverged as err:  # the lease still brings back the finite weights
+        ema, diverged = ckpt / "ema", str(err)
     trained = time.perf_counter() - trained
 
     out = args.out
@@ -117,12 +121,15 @@ def main() -> None:
     if samples:
         shutil.copy(samples[-1], out / "samples.png")
     step = json.loads((ckpt / "state.json").read_text())["step"]
+    log = (out / "log.jsonl").read_text().splitlines() if (out / "log.jsonl").exists() else []
     # training_steps: the key committed_step() reads once this is published as --quality.
     summary = {"start_step": start, "end_step": step, "training_steps": step,
                "images_seen": (step - start) * cfg.batch_size,
                "train_seconds": round(trained, 1),
                "script_seconds": round(time.perf_counter() - began, 1),
                "samples": samples[-1].name if samples else None,
+               "skipped_steps": json.loads(log[-1]).get("skipped") if log else None,
+               "diverged": diverged,
                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                "torch": torch.__version__, "config": asdict(cfg)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")

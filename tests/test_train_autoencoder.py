@@ -1,6 +1,7 @@
 """`s3edit train autoencoder` on a tiny real folder: runs, checkpoints, resumes, learns."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -10,9 +11,11 @@ from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.errors import UsageError
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import ATTRIBUTE_DIM, IDENTITY_DIM, LANDMARK_DIM
+from s3edit.train import autoencoder
 from s3edit.train.autoencoder import (
     AutoencoderTrainConfig,
     FaceBatchSource,
+    TrainingDiverged,
     checkpoint_resolution,
     diffusion_loss,
     load_face_sources,
@@ -176,6 +179,63 @@ def test_max_minutes_stops_after_one_step_with_a_checkpoint(tiny_faces, tmp_path
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [1]
     assert DiffusionFaceAutoencoder.from_pretrained(ema_dir).config.resolution == 16
+
+
+def nan_loss_on(monkeypatch, calls):
+    """Make the training loss NaN on the given (1-based) calls, as a kernel that returns NaN
+    gradients would."""
+    loss_fn, seen = autoencoder.diffusion_loss, []
+
+    def flaky(*args, **kwargs):
+        seen.append(1)
+        loss, parts = loss_fn(*args, **kwargs)
+        return (loss * float("nan"), parts) if len(seen) in calls else (loss, parts)
+
+    monkeypatch.setattr(autoencoder, "diffusion_loss", flaky)
+
+
+def all_finite(folder):
+    return all(torch.isfinite(t).all() for t in
+               DiffusionFaceAutoencoder.from_pretrained(folder).state_dict().values())
+
+
+def test_an_update_with_a_non_finite_gradient_is_skipped(tiny_faces, tmp_path, monkeypatch):
+    monkeypatch.setenv("S3EDIT_CACHE", str(tiny_faces.parent / "cache"))
+    nan_loss_on(monkeypatch, {2})
+    out = tmp_path / "run"
+    ema_dir = train_autoencoder(config(tiny_faces, out, steps=3), progress=False)
+    assert all_finite(ema_dir) and all_finite(out / "checkpoint" / "model")
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [entry["skipped"] for entry in log] == [0, 1, 1]
+    assert all(math.isfinite(entry["loss"]) for entry in log if entry["step"] != 2)
+
+
+def test_non_finite_gradients_in_a_row_end_the_run_with_finite_weights(
+        tiny_faces, tmp_path, monkeypatch):
+    monkeypatch.setenv("S3EDIT_CACHE", str(tiny_faces.parent / "cache"))
+    nan_loss_on(monkeypatch, set(range(2, 10)))
+    out = tmp_path / "run"
+    cfg = config(tiny_faces, out, steps=8)
+    cfg.max_skipped_in_a_row, cfg.save_every = 3, 100
+    with pytest.raises(TrainingDiverged):
+        train_autoencoder(cfg, progress=False)
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 4
+    assert all_finite(out / "checkpoint" / "model") and all_finite(out / "checkpoint" / "ema")
+
+
+def test_a_restart_without_optimizer_state_warms_up_again(tiny_faces, tmp_path, monkeypatch):
+    monkeypatch.setenv("S3EDIT_CACHE", str(tiny_faces.parent / "cache"))
+    out = tmp_path / "run"
+    cfg = config(tiny_faces, out, steps=2)
+    cfg.warmup = 4
+    train_autoencoder(cfg, progress=False)
+    (out / "checkpoint" / "optimizer.safetensors").unlink()  # as committed weights are
+    cfg.steps = 4
+    train_autoencoder(cfg, progress=False)
+    rates = [json.loads(line)["lr"] / cfg.lr
+             for line in (out / "log.jsonl").read_text().splitlines()]
+    # The rate each logged step leaves for the next one: 2/4, 3/4, then the same again.
+    assert rates == pytest.approx([0.5, 0.75, 0.5, 0.75])
 
 
 def annotation_labels(folder, count):

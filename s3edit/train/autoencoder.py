@@ -46,6 +46,8 @@ class AutoencoderTrainConfig:
     # The fusion MLP must learn the conditioning from nothing while the UNet is already a
     # denoiser; at the base rate z_face's spread across people grew too slowly to be followed.
     fusion_lr_scale: float = 1.0
+    # Steps of linear warm-up from a fresh optimizer: at the start of a run, and again when a
+    # run restarts from weights without optimizer state (Adam's first steps are full-size).
     warmup: int = 500
     ema_decay: float = 0.999
     # Weight 1 (the reference's) let the regulariser dominate a short run: the noise loss rose
@@ -78,6 +80,8 @@ class AutoencoderTrainConfig:
     # Stop after this much wall-clock time (saving a checkpoint), whatever `steps` says: a GPU
     # lease or a session has a fixed budget.
     max_minutes: float | None = None
+    # Updates with a non-finite gradient are skipped; this many in a row end the run.
+    max_skipped_in_a_row: int = 20
     save_every: int = 250
     sample_every: int = 1000
     log_every: int = 10
@@ -290,6 +294,11 @@ def checkpoint_resolution(ckpt: Path) -> int | None:
     return DiffusionFaceAutoencoder.load_config(model)["resolution"] if model.exists() else None
 
 
+class TrainingDiverged(RuntimeError):
+    """Every update for `max_skipped_in_a_row` steps had a non-finite gradient; the last
+    checkpoint, written before raising, holds the finite weights of before."""
+
+
 def train_autoencoder(cfg: AutoencoderTrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the folder holding the EMA weights.
 
@@ -319,7 +328,8 @@ def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
     if (ckpt / "model").exists():
         model = DiffusionFaceAutoencoder.from_pretrained(ckpt / "model")
         ema = DiffusionFaceAutoencoder.from_pretrained(ckpt / "ema")
-        step = json.loads((ckpt / "state.json").read_text())["step"]
+        state = json.loads((ckpt / "state.json").read_text())
+        step = state["step"]
         for net in (model, ema):
             net.retarget(cfg.resolution)
     else:
@@ -331,7 +341,7 @@ def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
         model.set_code_statistics(train.clip_code, train.landmarks)
         if cfg.template_resolution:
             model.fit_code_template(train.clip_code, train.landmarks, train.images)
-        ema, step = copy.deepcopy(model), 0
+        ema, step, state = copy.deepcopy(model), 0, {}
     ema.requires_grad_(False)
     # The code template starts fitted, so it stays at the base rate with the UNet.
     rest = [p for name, p in model.named_parameters() if not name.startswith("fusion.")]
@@ -341,10 +351,13 @@ def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
         lr=cfg.lr, weight_decay=0.0)
     if (ckpt / "optimizer.safetensors").exists():
         load_optimizer(optimizer, ckpt / "optimizer.safetensors")
+        warmup_from = state.get("warmup_from", 0)
+    else:  # a fresh optimizer, also on weights restarted without one: warm up again
+        warmup_from = step
     for group in optimizer.param_groups:  # a checkpoint without optimizer state resumes too
         group.setdefault("initial_lr", group["lr"])
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup), last_epoch=step - 1)
+        optimizer, lambda s: min(1.0, (s - warmup_from + 1) / cfg.warmup), last_epoch=step - 1)
     training, optimizer = accelerator.prepare(TrainingLoss(model, cfg), optimizer)
     ema.to(accelerator.device)
     timesteps = model.config.num_train_timesteps
@@ -354,6 +367,12 @@ def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=1))
+    if accelerator.device.type == "cuda":
+        # cuDNN's bf16 attention backward turned every gradient to NaN on an H200 at batch
+        # 128, 300-400 steps into a restart (the loss before it healthy, in two runs alike);
+        # the flash and memory-efficient kernels then take its place.
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    skipped = skipped_in_a_row = 0
 
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                "{task.total}"), TextColumn("{task.fields[stats]}"), TimeRemainingColumn()]
@@ -372,11 +391,17 @@ def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
                                        batch.mask_area)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_(training.parameters(), 1.0)
-            optimizer.step()
+            # The norm of the all-reduced gradient, the same in every process: they all skip
+            # a non-finite update together (one would turn every weight to NaN for good).
+            grad_norm = accelerator.clip_grad_norm_(training.parameters(), 1.0)
+            if torch.isfinite(grad_norm):
+                optimizer.step()
+                # Warm-up: a fixed 0.999 would keep a third of the random init for 1000 steps.
+                update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+                skipped_in_a_row = 0
+            else:
+                skipped, skipped_in_a_row = skipped + 1, skipped_in_a_row + 1
             schedule.step()
-            # Warm-up: a fixed 0.999 would keep a third of the random init for 1000 steps.
-            update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
             step += 1
             # One small all-reduce: the figures of the whole batch, and the deadline agreed on
             # (a process stopping alone would leave the others waiting for it).
@@ -385,23 +410,31 @@ def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
                                    torch.tensor(late, device=loss.device)]).float()
             loss_all, mse, reg, late = accelerator.reduce(figures, "mean").tolist()
             out_of_time = late > 0
-            log.append(loss_all)
+            if skipped_in_a_row == 0:  # a skipped step's loss says nothing of the weights
+                log.append(loss_all)
+            diverged = skipped_in_a_row >= cfg.max_skipped_in_a_row
             if step % cfg.log_every == 0:
                 rate = cfg.log_every / (time.perf_counter() - tic)
-                stats = f"loss {np.mean(log):.4f} mse {mse:.4f} {rate:.2f} it/s"
+                mean_loss = float(np.mean(log)) if log else math.nan
+                stats = f"loss {mean_loss:.4f} mse {mse:.4f} {rate:.2f} it/s"
                 bar.update(task, completed=step, stats=stats)
                 if main:
                     with open(out / "log.jsonl", "a") as f:
-                        f.write(json.dumps({"step": step, "loss": float(np.mean(log)),
-                                            "mse": mse, "reg": reg, "it_s": rate}) + "\n")
+                        f.write(json.dumps({"step": step, "loss": mean_loss, "mse": mse,
+                                            "reg": reg, "lr": schedule.get_last_lr()[0],
+                                            "skipped": skipped, "it_s": rate}) + "\n")
                 tic, log = time.perf_counter(), []
-            if main and (step % cfg.save_every == 0 or out_of_time or step == cfg.steps):
-                save_checkpoint(model, ema, optimizer, step, ckpt)
+            if main and (step % cfg.save_every == 0 or out_of_time or diverged
+                         or step == cfg.steps):
+                save_checkpoint(model, ema, optimizer, step, ckpt, warmup_from)
+            if diverged:
+                raise TrainingDiverged(
+                    f"{skipped_in_a_row} updates in a row had a non-finite gradient (step "
+                    f"{step}); the checkpoint keeps the weights of before")
             if main and step % cfg.sample_every == 0:
-                ids = grid_ids.to(accelerator.device)
-                z = ema.z_face(held.clip_code[ids].to(accelerator.device),
-                               held.landmarks[ids].to(accelerator.device))
-                noise = torch.randn(len(ids), 3, cfg.resolution, cfg.resolution,
+                z = ema.z_face(held.clip_code[grid_ids].to(accelerator.device),
+                               held.landmarks[grid_ids].to(accelerator.device))
+                noise = torch.randn(len(grid_ids), 3, cfg.resolution, cfg.resolution,
                                     generator=torch.Generator().manual_seed(0)).to(z.device)
                 ema.eval()
                 save_grid(ema.decode(noise, z, 20, clip_sample=True),
@@ -420,11 +453,12 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def save_checkpoint(model: DiffusionFaceAutoencoder, ema: DiffusionFaceAutoencoder,
-                    optimizer: torch.optim.Optimizer, step: int, ckpt: Path) -> None:
+                    optimizer: torch.optim.Optimizer, step: int, ckpt: Path,
+                    warmup_from: int = 0) -> None:
     tmp = ckpt.with_name(ckpt.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp / "model")
     ema.save_pretrained(tmp / "ema")
     save_optimizer(optimizer, tmp / "optimizer.safetensors")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "warmup_from": warmup_from}))
     replace_dir(tmp, ckpt)
