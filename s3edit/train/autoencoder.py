@@ -368,9 +368,10 @@ def _train(accelerator, cfg: AutoencoderTrainConfig, progress: bool) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=1))
     if accelerator.device.type == "cuda":
-        # cuDNN's bf16 attention backward turned every gradient to NaN on an H200 at batch
-        # 128, 300-400 steps into a restart (the loss before it healthy, in two runs alike);
-        # the flash and memory-efficient kernels then take its place.
+        # A run on an H200 at batch 128 went NaN 300-400 steps into a restart, twice alike,
+        # its loss healthy up to then: the mark of cuDNN's bf16 attention backward, which
+        # others saw turn every gradient to NaN at larger batches (kyutai-labs/pocket-tts
+        # #264). The flash and memory-efficient kernels take its place at no cost there.
         torch.backends.cuda.enable_cudnn_sdp(False)
     skipped = skipped_in_a_row = 0
 
