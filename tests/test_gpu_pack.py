@@ -74,3 +74,32 @@ def test_gpu_script_trains_from_a_pack_and_writes_bf16_shards(shared_data, tmp_p
     for (name, p), q in zip(ema.state_dict().items(), back.state_dict().values(), strict=True):
         assert torch.allclose(p, q, rtol=1e-2, atol=1e-6), name  # bf16 keeps 8 bits
     assert torch.equal(ema.code_mean, back.code_mean), "buffers stay float32"
+
+
+def test_gpu_tree_slims_the_weights_a_lease_carries_and_restores_them(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "PYTHONPATH": str(clone)}
+
+    def tree(verb):
+        return subprocess.run(["bash", "scripts/gpu_tree.sh", verb], cwd=clone, env=env,
+                              check=True, capture_output=True, text=True).stdout
+
+    weights = clone / "weights"
+    # Copied: the loaded tensors map the file, which slim rewrites in place.
+    committed = [p.detach().clone() for p in
+                 DiffusionFaceAutoencoder.from_pretrained(weights / "autoencoder").parameters()]
+    full = (weights / "autoencoder" / "diffusion_pytorch_model.safetensors").stat().st_size
+    assert "a lease would carry" in tree("slim")
+    slim = DiffusionFaceAutoencoder.from_pretrained(weights / "autoencoder")
+    assert (weights / "autoencoder" / "diffusion_pytorch_model.safetensors").stat().st_size \
+        < 0.6 * full
+    for p, q in zip(committed, slim.parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=1e-2, atol=1e-6)  # the start, to bf16's 8 bits
+    others = [f for f in weights.rglob("*.safetensors") if f.parent.name != "autoencoder"]
+    assert others and all(f.stat().st_size == 0 for f in others)
+
+    tree("restore")
+    status = subprocess.run(["git", "status", "--porcelain", "weights"], cwd=clone,
+                            capture_output=True, text=True, check=True).stdout
+    assert status == ""
