@@ -78,7 +78,8 @@ def main() -> None:
     p.add_argument("--reg-weight", type=float, default=0.0,
                    help="x0-agreement regulariser (the committed weights trained without it)")
     p.add_argument("--oversample", nargs="+", default=["Eyeglasses"],
-                   help="attributes (or A+B combinations) drawn at least a fifth of the time")
+                   help="attributes (or A+B combinations) drawn at least --oversample-share "
+                        "of the time")
     p.add_argument("--oversample-share", type=float, default=0.2,
                    help="the least share of the draws each --oversample entry gets")
     p.add_argument("--limit", type=int, default=None, help="train on the pack's first N faces")
