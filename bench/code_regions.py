@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import default_data_dir, first_faces
+from common import default_data_dir
 
 from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.face.attributes import AttributeEncoder
@@ -36,7 +36,7 @@ from s3edit.face.identity_torch import DlibFaceNet
 from s3edit.face.mask import attribute_region, region_mask
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import IDENTITY_DIM
-from s3edit.train.cache import cached_split, load_shards
+from s3edit.train.cache import cached_split, first_faces, load_shards
 from s3edit.train.celeba import celeba_images
 from s3edit.train.decoded_faces import DecodedFaceJudge, invert_faces
 from s3edit.weights import REPO_WEIGHTS

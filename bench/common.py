@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from s3edit.edit.base import Editor
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_VIDEO = "videoretalking/examples/face/1.mp4"
 
@@ -52,15 +54,23 @@ def setup_machine(args: argparse.Namespace) -> torch.device:
     return device
 
 
-def first_faces(shards, count: int) -> list:
-    """The first `count` faces of an iterable of cache shards (`s3edit.train.cache`), as shards."""
-    from s3edit.train.cache import FaceShard
+def load_editor_spec(spec: str, weights: Path) -> tuple[str, Editor]:
+    """An editor from LABEL=NAME[:FOLDER] (NAME linear, lt or s3; FOLDER defaults to
+    WEIGHTS/editors/NAME) and the label its rows carry."""
+    from s3edit.edit.classifier import LatentAttributeClassifier
+    from s3edit.edit.linear import LinearEditor
+    from s3edit.edit.lt import LatentTransformer, LatentTransformerEditor
+    from s3edit.edit.s3 import S3Editor, S3Transform
 
-    out, left = [], count
-    for shard in shards:
-        if left <= 0:
-            break
-        out.append(FaceShard(shard.crops[:left], shard.lm68[:left], shard.mesh[:left],
-                             shard.identity[:left], shard.names[:left]))
-        left -= len(out[-1].crops)
-    return out
+    label, _, rest = spec.rpartition("=")
+    name, _, folder = rest.partition(":")
+    label = label or name
+    classifier = LatentAttributeClassifier.from_pretrained(weights / "editors" / "classifier")
+    if name == "linear":
+        return label, LinearEditor(classifier)
+    path = Path(folder) if folder else weights / "editors" / name
+    if name == "lt":
+        return label, LatentTransformerEditor(LatentTransformer.from_pretrained(path), classifier)
+    if name == "s3":
+        return label, S3Editor(S3Transform.from_pretrained(path), classifier)
+    raise SystemExit(f"error: unknown editor {name!r} in {spec!r}")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import default_data_dir, first_faces
+from common import default_data_dir
 
 from s3edit.edit.loading import load_editor
 from s3edit.edit.s3 import S3Transform
@@ -38,7 +38,7 @@ from s3edit.face.identity_torch import DlibFaceNet
 from s3edit.metrics.attributes import load_image_classifier
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.inputs import to_uint8
-from s3edit.train.cache import cached_split, load_shards
+from s3edit.train.cache import cached_split, first_faces, load_shards
 from s3edit.train.celeba import celeba_images
 from s3edit.train.decoded_faces import (
     DecodedFaceJudge,

@@ -41,13 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import default_data_dir, resolve_video
+from common import default_data_dir, load_editor_spec, resolve_video
 
-from s3edit.edit.base import Editor
-from s3edit.edit.classifier import LatentAttributeClassifier
-from s3edit.edit.linear import LinearEditor
-from s3edit.edit.lt import LatentTransformer, LatentTransformerEditor
-from s3edit.edit.s3 import S3Editor, S3Transform
 from s3edit.metrics.evaluate import evaluate_pair
 from s3edit.model.face_model import FaceModel
 from s3edit.options import (
@@ -120,21 +115,6 @@ def success(result: dict, scale: float) -> dict:
     rate = float(done[qualifies].mean()) if qualifies.any() else None
     return {"target_before": float(np.nanmean(before)), "target_after": float(np.nanmean(after)),
             "success_rate": rate}
-
-
-def load_editor_spec(spec: str, weights: Path) -> tuple[str, Editor]:
-    label, _, rest = spec.rpartition("=")
-    name, _, folder = rest.partition(":")
-    label = label or name
-    classifier = LatentAttributeClassifier.from_pretrained(weights / "editors" / "classifier")
-    if name == "linear":
-        return label, LinearEditor(classifier)
-    path = Path(folder) if folder else weights / "editors" / name
-    if name == "lt":
-        return label, LatentTransformerEditor(LatentTransformer.from_pretrained(path), classifier)
-    if name == "s3":
-        return label, S3Editor(S3Transform.from_pretrained(path), classifier)
-    raise SystemExit(f"error: unknown editor {name!r} in {spec!r}")
 
 
 def cut(src: Path, frames: int, dst: Path) -> None:

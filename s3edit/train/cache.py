@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +155,18 @@ def load_shards(folder: Path, shards: Sequence[int]) -> Iterator[FaceShard]:
             names = json.loads(f.metadata()["names"])
         yield FaceShard(tensors["crops"], tensors["lm68"], tensors["mesh"], tensors["identity"],
                         names)
+
+
+def first_faces(shards: Iterable[FaceShard], count: int) -> list[FaceShard]:
+    """The first `count` faces of cache shards, as shards."""
+    out, left = [], count
+    for shard in shards:
+        if left <= 0:
+            break
+        out.append(FaceShard(shard.crops[:left], shard.lm68[:left], shard.mesh[:left],
+                             shard.identity[:left], shard.names[:left]))
+        left -= len(out[-1].crops)
+    return out
 
 
 def load_cache(folder: Path, shards: Sequence[int]) -> FaceShard:
