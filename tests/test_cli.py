@@ -460,6 +460,19 @@ def test_editor_without_self_training_refuses_unlabelled_clips(run_s3edit, share
     assert not (tmp_path / "run").exists()
 
 
+def test_over_editing_on_decoded_faces_needs_region_groups_of_clip_codes(
+        run_s3edit, shared_data: Path, tmp_path: Path) -> None:
+    """Ranking groups on decoded faces needs region groups and codes the decoder reads:
+    refused up front, before any classifier is trained."""
+    data = shared_data / "CelebAMask-HQ-128"
+    for extra in ([], ["--sparse-groups", "regions"]):
+        proc = run_s3edit("train", "editor", "--editor", "s3", "--over-editing", "decoded",
+                          *extra, "--data", data, "--out", tmp_path / "run")
+        assert proc.returncode == 2
+        error_message(proc, "needs --editor s3 --sparse-groups regions and --attribute-encoder")
+    assert not (tmp_path / "run").exists()
+
+
 # --- Inputs that must work ----------------------------------------------------------------------
 #
 # One --out-dir run over a folder (with spaces and accents in its name) of awkward clips: one

@@ -7,20 +7,27 @@ import pytest
 import torch
 from helpers import celeba_subset
 
+from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.edit.classifier import fit_classifier
-from s3edit.edit.s3 import S3Editor, S3Transform
+from s3edit.edit.s3 import CODE_REGIONS, S3Editor, S3Transform
+from s3edit.errors import UsageError
 from s3edit.face.attributes import AttributeEncoder
 from s3edit.face.identity_torch import DlibFaceNet
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import ATTRIBUTE_DIM, IDENTITY_DIM
 from s3edit.train.cache import cached_split, load_shards
 from s3edit.train.celeba import celeba_images
+from s3edit.train.config import S3TrainConfig
 from s3edit.train.decoded_faces import (
     DecodedFaceJudge,
     DecodedTrainConfig,
+    decoded_over_editing,
+    edit_masks,
     finetune_s3,
     invert_faces,
+    pasted_change,
 )
+from s3edit.train.editors import fit_s3
 
 CLIP_DIM = IDENTITY_DIM + ATTRIBUTE_DIM
 
@@ -87,3 +94,78 @@ def test_finetuning_moves_the_transform_and_keeps_dropped_groups_at_zero(judged)
     assert tuned.b3[:, -1].abs().max() > 0, "the factor left 1"
     for p, index in tuned.sparsity_members():
         assert (p[index == 0] == 0).all()
+
+
+def region_editor(faces, clusters: int = 2) -> S3Editor:
+    """A region-group transform that writes something, the first attributes routed to 0."""
+    labels = (torch.rand(len(faces), 40, generator=torch.Generator().manual_seed(2)) > 0.5)
+    transform = S3Transform(dim=CLIP_DIM, hidden=16, clusters=clusters, groups="regions")
+    transform.cluster_of[:] = torch.arange(40) >= 20
+    torch.manual_seed(3)
+    transform.w3.data.normal_(0, 0.2)
+    return S3Editor(transform, fit_classifier(faces.codes, labels.float(), steps=5))
+
+
+def test_masks_and_locality_follow_the_edited_attribute(judged):
+    _, faces = judged
+    n = len(faces)
+    inside, paste = edit_masks(faces, ["Eyeglasses"] * n)
+    hair_inside, hair_paste = edit_masks(faces, ["Blond_Hair"] * n)
+    assert inside.shape == paste.shape == (n, 32, 32)
+    # The eyes lie inside the pasted oval; the hair lies outside it, pasted for hair edits only.
+    assert ((inside * paste).sum((1, 2)) > 0.5 * inside.sum((1, 2))).all()
+    assert (hair_paste.sum((1, 2)) > paste.sum((1, 2))).all()
+    assert ((hair_inside * paste).sum((1, 2)) < 0.1 * hair_inside.sum((1, 2))).all()
+    # A change inside the region alone is all local; one outside it alone, not at all.
+    unedited = torch.zeros(n, 3, 32, 32)
+    local, outside = pasted_change(unedited + inside[:, None], unedited, inside, paste)
+    assert torch.allclose(local[paste.sum((1, 2)) > 0], torch.ones(1), atol=1e-5)
+    assert (outside == 0).all()
+    away, outside = pasted_change(unedited + (1 - inside[:, None]), unedited, inside, paste)
+    assert (away < 1e-6).all() and (outside > 0).all()
+
+
+def test_decoded_over_editing_scores_a_group_by_the_locality_its_switching_off_gains(judged):
+    judge, faces = judged
+    editor = region_editor(faces)
+    t = editor.transform
+    gates = t.gate.detach().clone()
+    t.active[1 * len(CODE_REGIONS) + 0] = False  # cluster 1's identity group: off
+    probed = torch.tensor([ATTRIBUTES.index("Eyeglasses"), ATTRIBUTES.index("Young")])
+    scores = decoded_over_editing(editor, judge, faces, probed)
+    assert torch.equal(t.gate, gates), "the gates are put back"
+    assert scores.shape == (2 * len(CODE_REGIONS),) and scores.abs().sum() > 0
+    assert scores[len(CODE_REGIONS)] == 0, "a group already off is not scored"
+    torch.testing.assert_close(scores, decoded_over_editing(editor, judge, faces, probed))
+    assert t.cluster_of[probed].tolist() == [0, 1]
+    n = len(faces)
+    attr = torch.full((n,), probed[0].item())
+    gamma = torch.ones(n)
+
+    def locality() -> torch.Tensor:
+        with torch.no_grad():
+            images = judge.decode(faces, editor.edit_batch(faces.codes, attr, gamma))
+            return pasted_change(images, judge.decode(faces, faces.codes),
+                                 *edit_masks(faces, ["Eyeglasses"] * n))[0]
+
+    before = locality()
+    with torch.no_grad():
+        t.gate[0, CODE_REGIONS.index("mouth")] = 0
+    assert not torch.allclose(locality(), before), "a group's gate changes the decoded edit"
+
+
+def test_fit_s3_switches_off_region_groups_ranked_on_decoded_faces(judged):
+    judge, faces = judged
+    labels = (torch.rand(len(faces), 40, generator=torch.Generator().manual_seed(4)) > 0.5)
+    classifier = fit_classifier(faces.codes, labels.float(), steps=5)
+    cfg = S3TrainConfig(clusters=2, groups="regions", over_editing="decoded", sparsity=0.3,
+                        steps=10, batch=8, hidden=16)
+    with pytest.raises(UsageError, match="decoded faces"):
+        fit_s3(faces.codes, classifier, cfg, progress=False)
+    model, reached = fit_s3(faces.codes, classifier, cfg, progress=False,
+                            probe=(judge, faces))
+    assert reached == pytest.approx(0.3)
+    assert (~model.active).sum() == 3
+    for p, index in model.sparsity_members():
+        off = (~model.active).nonzero().flatten()
+        assert (p[torch.isin(index, off)] == 0).all()

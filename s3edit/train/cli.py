@@ -48,6 +48,11 @@ class SparseGroups(str, Enum):
     regions = "regions"
 
 
+class OverEditing(str, Enum):
+    codes = "codes"
+    decoded = "decoded"
+
+
 @train_app.command("autoencoder")
 def train_autoencoder_cmd(
     data: Annotated[Path, typer.Option(help="CelebAMask-HQ-style folder of face images, or "
@@ -210,6 +215,14 @@ def train_editor_cmd(
                              "eyes, mouth, face, hair (regions; those that change most where "
                              "the cluster's attributes should not are switched off first).")]
     = SparseGroups.neurons,
+    over_editing: Annotated[OverEditing, typer.Option(help="s3 with region groups: how a "
+                            "group's over-editing is measured: the change it writes into code "
+                            "regions the attribute does not live in (codes), or the locality "
+                            "its switching off gains on decoded training faces (decoded; "
+                            "decodes with --decoder).")]
+    = OverEditing.codes,
+    decoder: Annotated[Path | None, typer.Option(help="The autoencoder --over-editing decoded "
+                       "decodes with. Default: the default weights'.")] = None,
     self_training: Annotated[bool, typer.Option(help="s3: learn from pseudo-edits (random "
                              "attribute and strength); off, only from the edits the CelebA "
                              "labels define.")]
@@ -248,6 +261,12 @@ def train_editor_cmd(
         if editor is EditorName.s3 and not self_training and sources.videos:
             raise UsageError("--no-self-training learns the labelled edits of CelebA faces "
                              "alone; the clips' codes have no labels (drop the video --data)")
+        if over_editing is OverEditing.decoded and (editor is not EditorName.s3
+                                                    or sparse_groups is not SparseGroups.regions
+                                                    or attribute_encoder is None):
+            raise UsageError("--over-editing decoded ranks the region groups of s3 on decoded "
+                             "faces: it needs --editor s3 --sparse-groups regions and "
+                             "--attribute-encoder")
         split = {"holdout": holdout, "limit": limit}
         encoder = None if attribute_encoder is None else load_attribute_encoder(attribute_encoder)
         with launched_accelerator("cpu") as accelerator:
@@ -267,11 +286,14 @@ def train_editor_cmd(
                                   **run)
             elif editor is EditorName.s3:
                 cfg = S3TrainConfig(clusters=clusters, sparsity=sparsity,
-                                    groups=sparse_groups.value, self_training=self_training,
+                                    groups=sparse_groups.value,
+                                    over_editing=over_editing.value,
+                                    self_training=self_training,
                                     holdout_attrs=tuple(holdout_attrs or ()),
                                     faith_correlation=faith_correlation, steps=steps)
                 videos = sources.videos[0] if sources.videos else None
-                folder = train_s3(sources.faces, out, classifier, cfg, videos=videos, **run)
+                folder = train_s3(sources.faces, out, classifier, cfg, videos=videos,
+                                  decoder=decoder, **run)
             else:
                 folder = None
             if folder is not None and accelerator.is_main_process:

@@ -41,6 +41,12 @@ class S3TrainConfig(TransformTrainConfig):
     # What a group is: a block of hidden neurons ("neurons"), or what a transform writes into
     # a region of the code ("regions", see s3edit.edit.s3).
     groups: str = "neurons"
+    # With region groups, how a group's over-editing is measured to rank it: "codes" (the
+    # change it writes into code regions where the edited attribute does not live) or
+    # "decoded" (the locality its switching off gains on `probe_faces` decoded training faces;
+    # `s3edit.train.decoded_faces.decoded_over_editing`).
+    over_editing: str = "codes"
+    probe_faces: int = 16
     self_training: bool = True  # learn from pseudo-edits; off, only from labelled edits
     holdout_attrs: tuple[str, ...] = ()  # left out of training, edited through their cluster
     # Weigh each other attribute in L_faith by 1 - |correlation| with the edited one.

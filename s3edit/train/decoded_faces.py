@@ -14,33 +14,42 @@ image classifier's eyeglasses call agrees with the 10-step decode on 90% of held
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from s3edit.edit.s3 import S3Editor
+from s3edit.edit.expression import within_value_limits
+from s3edit.edit.s3 import CODE_REGIONS, S3Editor
 from s3edit.edit.sparsity import GroupSparseOptimizer
+from s3edit.errors import UsageError
 from s3edit.face.attributes import AttributeEncoder
 from s3edit.face.identity import IdentityEncoder
 from s3edit.face.identity_torch import DlibFaceNet, chip_matrix, warp_to_chip
+from s3edit.face.mask import attribute_region, face_mask, region_mask
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import clip_code, landmark_code
+from s3edit.model.face_model import uses_bf16
 from s3edit.progress import training_bar
-from s3edit.train.cache import FaceShard
+from s3edit.train.cache import FaceShard, cached_split, first_faces, load_shards
+from s3edit.train.celeba import celeba_images
 from s3edit.train.editor_losses import faithfulness_loss, fit_gaussian, manifold_loss
 
 
 @dataclass
 class InvertedFaces:
     """Faces ready to decode edits of: per face (N rows) its clip code, landmark code,
-    inverted noise map, dlib chip map, and what the judges say of its unedited decode."""
+    inverted noise map, dlib chip map, face mesh, and what the judges say of its unedited
+    decode."""
 
     codes: torch.Tensor  # (N, D) clip codes, attribute part from the attribute encoder
     landmarks: torch.Tensor  # (N, 102)
     noise: torch.Tensor  # (N, 3, R, R) DDIM-inverted noise maps
     chip_maps: torch.Tensor  # (N, 2, 3) model-resolution pixels -> dlib chip pixels
+    meshes: torch.Tensor  # (N, 478, 2) face meshes in model-resolution pixels
     embeddings: torch.Tensor  # (N, 128) dlib descriptors of the unedited decodes
     probabilities: torch.Tensor  # (N, 40) attribute-encoder probabilities of those decodes
 
@@ -100,13 +109,108 @@ def invert_faces(judge: DecodedFaceJudge, shards: list[FaceShard], steps: int = 
             maps = torch.from_numpy(np.stack([
                 chip_matrix(identity.landmarks5(crop.numpy(), lm.numpy() * crop_size)) @ scale
                 for crop, lm in zip(crops, shard.lm68[i:i + batch], strict=True)])).float()
-            part = InvertedFaces(codes, landmarks, noise, maps, torch.zeros(0), torch.zeros(0))
+            meshes = shard.mesh[i:i + batch].float() * size
+            part = InvertedFaces(codes, landmarks, noise, maps, meshes, torch.zeros(0),
+                                 torch.zeros(0))
             decoded = judge.decode(part, codes)
             part.embeddings = judge.embeddings(decoded, maps)
             part.probabilities = judge.probabilities(decoded)
             parts.append(part)
     return InvertedFaces(*(torch.cat([getattr(p, f) for p in parts])
                            for f in InvertedFaces.__dataclass_fields__))
+
+
+def probe_faces(data: Path, decoder: Path, attribute_encoder: AttributeEncoder | None,
+                count: int, holdout: int, limit: int | None = None
+                ) -> tuple[DecodedFaceJudge, InvertedFaces]:
+    """A judge with the autoencoder in `decoder`, on the CPU, and the first `count` training
+    faces of a CelebAMask-HQ folder inverted by it: what `decoded_over_editing` decodes."""
+    if attribute_encoder is None:
+        raise UsageError("over-editing on decoded faces needs --attribute-encoder (the "
+                         "decoder reads clip codes with attribute values)")
+    if not (decoder / "config.json").is_file():
+        raise UsageError(f"--decoder {decoder}: no config.json there")
+    model = DiffusionFaceAutoencoder.from_pretrained(decoder)
+    judge = DecodedFaceJudge(model, copy.deepcopy(attribute_encoder).cpu(),
+                             DlibFaceNet.from_dat(), bf16=uses_bf16("auto", torch.device("cpu")))
+    split = cached_split(celeba_images(data), holdout, limit, progress=False)
+    return judge, invert_faces(judge, first_faces(load_shards(split.folder, split.train), count))
+
+
+def edit_masks(faces: InvertedFaces, attrs: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, R, R) masks for an edit of attrs[i] on face i: where the edit belongs (the region
+    `s3edit eval` measures locality in) and what apply pastes (`face_mask`)."""
+    size = faces.noise.shape[-1]
+    meshes = faces.meshes.numpy()
+    inside = np.stack([region_mask(m, (size, size), attribute_region(a))
+                       for m, a in zip(meshes, attrs, strict=True)])
+    paste = np.stack([face_mask(m, (size, size), attr=a) for m, a in zip(meshes, attrs,
+                                                                            strict=True)])
+    return torch.from_numpy(inside), torch.from_numpy(paste)
+
+
+def pasted_change(images: torch.Tensor, unedited: torch.Tensor, inside: torch.Tensor,
+                  paste: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per face, of what apply would paste of the change from `unedited` to `images` (N, 3, R,
+    R): the share inside the attribute's region (locality, as `s3edit eval` has it) and the
+    mean change per pasted pixel outside it (0-255 levels)."""
+    change = (images - unedited).abs().mean(1).float() * 127.5 * paste
+    locality = (change * inside).sum((1, 2)) / change.sum((1, 2)).clamp(min=1e-6)
+    outside = (change * (1 - inside)).sum((1, 2)) / paste.sum((1, 2)).clamp(min=1)
+    return locality, outside
+
+
+@torch.no_grad()
+def decoded_over_editing(editor: S3Editor, judge: DecodedFaceJudge, faces: InvertedFaces,
+                         attributes: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """(clusters * regions,) for region groups: what switching each group off gains in
+    locality on decoded faces; higher, switched off first.
+
+    Each cluster's transform edits every face once, by one of the cluster's `attributes`
+    (indices) in turn, at a strength of 0.3-1 either way (the same draws at every call). The
+    edits are decoded as apply decodes them (value limits, then from the inverted noise) with
+    all groups, then with each active group of the cluster off, and each decode's locality
+    is read through apply's paste mask. Over-editing is measured where the user sees it:
+    writes into the edited attribute's own code region can still draw outside its image
+    region (bench/edit_regions.py), which the code-space score cannot see."""
+    t = editor.transform
+    names = editor.classifier.config.attributes
+    regions = len(CODE_REGIONS)
+    scores = torch.zeros(t.active.numel())
+    unedited = judge.decode(faces, faces.codes)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(faces)
+    for k in range(t.gate.shape[0]):
+        members = attributes[t.cluster_of[attributes] == k]
+        if not len(members):
+            continue
+        attr = members[torch.arange(n) % len(members)]
+        strength = torch.rand(n, generator=gen) * 0.7 + 0.3
+        gamma = torch.where(torch.rand(n, generator=gen) < 0.5, -strength, strength)
+        attr_names = [names[i] for i in attr.tolist()]
+        edits = (attr, gamma, attr_names, *edit_masks(faces, attr_names))
+        full = _pasted_locality(editor, judge, faces, unedited, *edits)
+        for r in range(regions):
+            if not t.active[k * regions + r]:
+                continue
+            gate = t.gate[k, r].item()
+            t.gate[k, r] = 0
+            scores[k * regions + r] = (_pasted_locality(editor, judge, faces, unedited, *edits)
+                                       - full).mean()
+            t.gate[k, r] = gate
+    return scores
+
+
+def _pasted_locality(editor: S3Editor, judge: DecodedFaceJudge, faces: InvertedFaces,
+                     unedited: torch.Tensor, attr: torch.Tensor, gamma: torch.Tensor,
+                     attr_names: list[str], inside: torch.Tensor, paste: torch.Tensor
+                     ) -> torch.Tensor:
+    """Per face, the locality of its edit (attribute attr[i], strength gamma[i]) as apply
+    would decode and paste it (masks from `edit_masks`)."""
+    edited = editor.edit_batch(faces.codes, attr, gamma)
+    edited = torch.stack([within_value_limits(code, a)
+                          for code, a in zip(edited, attr_names, strict=True)])
+    return pasted_change(judge.decode(faces, edited), unedited, inside, paste)[0]
 
 
 @dataclass

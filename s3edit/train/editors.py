@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from s3edit.face.attributes import AttributeEncoder
+    from s3edit.train.decoded_faces import DecodedFaceJudge, InvertedFaces
 
 
 @dataclass
@@ -353,7 +354,9 @@ def train_lt(data: Path, out: Path, classifier_dir: Path, cfg: LtTrainConfig | N
 def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
            cfg: S3TrainConfig | None = None, progress: bool = True,
            accelerator: Accelerator | None = None,
-           labels: torch.Tensor | None = None) -> tuple[S3Transform, float]:
+           labels: torch.Tensor | None = None,
+           probe: tuple[DecodedFaceJudge, InvertedFaces] | None = None
+           ) -> tuple[S3Transform, float]:
     """Train the S3Editor transforms on clip codes (N, D); returns them and the group
     sparsity reached.
 
@@ -381,12 +384,17 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
     Sparsity: no groups are removed in the first 30% of steps (the transforms first learn),
     the target is reached in 5 periods by 80%, and the rest fine-tunes the survivors (a run of
     a few steps gets fewer periods, `GroupSparseOptimizer`).
+    With region groups the schedule switches off first the groups that over-edit most: in
+    the code (`S3Editor.over_editing`), or with `cfg.over_editing == "decoded"` on the faces of
+    `probe` (a judge with its decoder, and inverted faces), decoded as apply decodes them.
     L_id compares the identity parts (the first 128 values) only: the attribute part is the
     faithfulness loss's business.
     Under torchrun each process takes its slice of every step's draws (codes, attributes,
     gammas) and the gradients are averaged, so N processes of batch B train as one of N * B.
     """
     cfg = cfg or S3TrainConfig()
+    if cfg.over_editing not in ("codes", "decoded"):
+        raise UsageError(f"over_editing {cfg.over_editing!r} is not 'codes' or 'decoded'")
     unknown = set(cfg.holdout_attrs) - set(classifier.config.attributes)
     if unknown:
         raise UsageError(f"unknown held-out attributes: {', '.join(sorted(unknown))}")
@@ -415,13 +423,21 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
     if labels is not None:  # columns in the classifier's attribute order
         labels = labels[:, [ATTRIBUTES.index(a) for a in attributes]].float()
     scores = None
-    if cfg.groups == "regions":
+    if cfg.groups == "regions" and cfg.over_editing == "decoded":
+        if probe is None:
+            raise UsageError("over-editing measured on decoded faces needs faces to decode")
+
+        from s3edit.train.decoded_faces import decoded_over_editing
+
+        def scores() -> torch.Tensor:
+            return decoded_over_editing(editor, *probe, seen_index, cfg.seed)
+    elif cfg.groups == "regions":
         # Region groups are ranked by the change they make where the edit should leave the
         # face alone, on fixed draws of pseudo-edits (`S3Editor.over_editing`).
-        probe = torch.Generator().manual_seed(cfg.seed + 1)
-        probe_codes = codes[torch.randint(len(codes), (4096,), generator=probe)]
-        probe_attr = seen_index[torch.randint(len(seen_index), (4096,), generator=probe)]
-        probe_gamma = torch.rand(4096, generator=probe) * 2 - 1
+        draws = torch.Generator().manual_seed(cfg.seed + 1)
+        probe_codes = codes[torch.randint(len(codes), (4096,), generator=draws)]
+        probe_attr = seen_index[torch.randint(len(seen_index), (4096,), generator=draws)]
+        probe_gamma = torch.rand(4096, generator=draws) * 2 - 1
 
         def scores() -> torch.Tensor:
             with torch.no_grad():
@@ -458,12 +474,13 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
 def train_s3(data: Path, out: Path, classifier_dir: Path, cfg: S3TrainConfig | None = None, *,
              videos: Path | None = None, limit: int | None = None, holdout: int = HOLDOUT,
              progress: bool = True, attribute_encoder: AttributeEncoder | None = None,
-             accelerator: Accelerator | None = None) -> Path:
+             accelerator: Accelerator | None = None, decoder: Path | None = None) -> Path:
     """Train the S3Editor transforms on a CelebAMask-HQ folder's clip codes (and, given
     `videos`, codes of frames of the clips under it: unlabelled, which self-training allows),
     with `attribute_encoder`'s values if given (as the classifiers were); save them to OUT/s3
-    with held-out metrics beside the linear editor's. Under torchrun the main process alone
-    writes."""
+    with held-out metrics beside the linear editor's. Over-editing measured on decoded faces
+    decodes with the autoencoder in `decoder` (default: the default weights'). Under torchrun
+    the main process alone writes."""
     cfg = cfg or S3TrainConfig()
     cfg = replace(cfg, holdout_attrs=tuple(resolve_attribute(a) for a in cfg.holdout_attrs))
     classifier = load_classifier(classifier_dir)
@@ -472,8 +489,15 @@ def train_s3(data: Path, out: Path, classifier_dir: Path, cfg: S3TrainConfig | N
         video = (torch.zeros(0, train.codes.shape[1]) if videos is None
                  else video_identity_codes(videos, attribute_encoder=attribute_encoder))
     pool = torch.cat([train.codes, video])  # the labelled codes alone without --videos
+    probe = None
+    if cfg.groups == "regions" and cfg.over_editing == "decoded":
+        from s3edit.train.decoded_faces import probe_faces
+        from s3edit.weights import default_weights_dir
+
+        probe = probe_faces(data, decoder or default_weights_dir() / "autoencoder",
+                            attribute_encoder, cfg.probe_faces, holdout, limit)
     model, reached = fit_s3(pool, classifier, cfg, progress, accelerator,
-                            None if cfg.self_training else train.labels)
+                            None if cfg.self_training else train.labels, probe)
     folder = out / "s3"
     if not is_main(accelerator):
         return folder
