@@ -28,17 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import default_data_dir
+from common import decoded_face_judge, default_data_dir, inverted_celeba
 
 from s3edit.edit.attributes import ATTRIBUTES
-from s3edit.face.attributes import AttributeEncoder
-from s3edit.face.identity_torch import DlibFaceNet
 from s3edit.face.mask import attribute_region, region_mask
-from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import IDENTITY_DIM
-from s3edit.train.cache import cached_split, first_faces, load_shards
-from s3edit.train.celeba import celeba_images
-from s3edit.train.decoded_faces import DecodedFaceJudge, invert_faces
+from s3edit.train.decoded_faces import DecodedFaceJudge
 from s3edit.weights import REPO_WEIGHTS
 
 REGIONS = ("eyes", "mouth", "face", "hair", "background")
@@ -79,15 +74,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
-    w = args.weights
-    model = DiffusionFaceAutoencoder.from_pretrained(w / "autoencoder")
-    encoder = AttributeEncoder.from_pretrained(w / "attribute_encoder")
-    judge = DecodedFaceJudge(model, encoder, DlibFaceNet.from_dat(), bf16=True)
-    split = cached_split(celeba_images(args.data), 2000, 16000, progress=False)
-    shards = first_faces(load_shards(split.folder, split.held), args.faces)
-    faces = invert_faces(judge, shards)
-    size = model.config.resolution
-    meshes = np.concatenate([s.mesh.float().numpy() for s in shards]) * size
+    judge = decoded_face_judge(args.weights)
+    faces = inverted_celeba(judge, args.data, args.faces)
+    size = judge.model.config.resolution
+    meshes = faces.meshes.numpy()
     start = time.perf_counter()
     per_face = np.stack([region_changes(judge, faces.rows(torch.tensor([i])),
                                         region_masks(meshes[i], size), args.steps)

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import torch
 
     from s3edit.edit.base import Editor
+    from s3edit.train.decoded_faces import DecodedFaceJudge, InvertedFaces
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_VIDEO = "videoretalking/examples/face/1.mp4"
@@ -74,3 +75,28 @@ def load_editor_spec(spec: str, weights: Path) -> tuple[str, Editor]:
     if name == "s3":
         return label, S3Editor(S3Transform.from_pretrained(path), classifier)
     raise SystemExit(f"error: unknown editor {name!r} in {spec!r}")
+
+
+def decoded_face_judge(weights: Path, decode_steps: int = 5) -> DecodedFaceJudge:
+    """The weights' autoencoder and attribute encoder with dlib's network, decoding in bf16."""
+    from s3edit.face.attributes import AttributeEncoder
+    from s3edit.face.identity_torch import DlibFaceNet
+    from s3edit.model.autoencoder import DiffusionFaceAutoencoder
+    from s3edit.train.decoded_faces import DecodedFaceJudge
+
+    return DecodedFaceJudge(DiffusionFaceAutoencoder.from_pretrained(weights / "autoencoder"),
+                            AttributeEncoder.from_pretrained(weights / "attribute_encoder"),
+                            DlibFaceNet.from_dat(), decode_steps, bf16=True)
+
+
+def inverted_celeba(judge: DecodedFaceJudge, data: Path, count: int, held: bool = True
+                    ) -> InvertedFaces:
+    """The first `count` held-out (else training) faces of a CelebAMask-HQ folder, as the
+    trainers split it (the last 2,000 held out, the first 16,000 trained on), inverted."""
+    from s3edit.train.cache import cached_split, first_faces, load_shards
+    from s3edit.train.celeba import celeba_images
+    from s3edit.train.decoded_faces import invert_faces
+
+    split = cached_split(celeba_images(data), 2000, 16000, progress=False)
+    shards = load_shards(split.folder, split.held if held else split.train)
+    return invert_faces(judge, first_faces(shards, count))

@@ -29,22 +29,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import default_data_dir
+from common import decoded_face_judge, default_data_dir, inverted_celeba
 
 from s3edit.edit.loading import load_editor
 from s3edit.edit.s3 import S3Transform
-from s3edit.face.attributes import AttributeEncoder
-from s3edit.face.identity_torch import DlibFaceNet
 from s3edit.metrics.attributes import load_image_classifier
-from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.inputs import to_uint8
-from s3edit.train.cache import cached_split, first_faces, load_shards
-from s3edit.train.celeba import celeba_images
 from s3edit.train.decoded_faces import (
     DecodedFaceJudge,
     DecodedTrainConfig,
     finetune_s3,
-    invert_faces,
 )
 from s3edit.train.editors import labelled_codes
 from s3edit.weights import REPO_WEIGHTS
@@ -98,13 +92,10 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
     w = args.weights
-    model = DiffusionFaceAutoencoder.from_pretrained(w / "autoencoder")
-    encoder = AttributeEncoder.from_pretrained(w / "attribute_encoder")
-    judge = DecodedFaceJudge(model, encoder, DlibFaceNet.from_dat(), args.decode_steps,
-                             bf16=True)
-    split = cached_split(celeba_images(args.data), 2000, 16000, progress=False)
+    judge = decoded_face_judge(w, args.decode_steps)
+    encoder = judge.attribute_encoder
     start = time.perf_counter()
-    held = invert_faces(judge, first_faces(load_shards(split.folder, split.held), args.held))
+    held = inverted_celeba(judge, args.data, args.held)
     print(f"inverted {len(held)} held-out faces in {time.perf_counter() - start:.0f} s",
           flush=True)
 
@@ -113,7 +104,7 @@ def main() -> None:
     if args.tuned:
         tuned.transform = S3Transform.from_pretrained(args.tuned).eval()
     else:
-        train = invert_faces(judge, first_faces(load_shards(split.folder, split.train), args.train))
+        train = inverted_celeba(judge, args.data, args.train, held=False)
         codes, _ = labelled_codes(args.data, 2000, 16000, encoder)
         cfg = DecodedTrainConfig(steps=args.steps, batch=args.batch, lambda_id=args.lambda_id)
         start = time.perf_counter()

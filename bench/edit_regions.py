@@ -33,23 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import default_data_dir, load_editor_spec
+from common import decoded_face_judge, default_data_dir, inverted_celeba, load_editor_spec
 
 from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.edit.expression import within_value_limits
 from s3edit.edit.s3 import CODE_REGIONS
-from s3edit.face.attributes import AttributeEncoder
-from s3edit.face.identity_torch import DlibFaceNet
 from s3edit.face.mask import attribute_region
-from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.model.codes import IDENTITY_DIM, renormalise_clip_code
-from s3edit.train.cache import cached_split, first_faces, load_shards
-from s3edit.train.celeba import celeba_images
 from s3edit.train.decoded_faces import (
     DecodedFaceJudge,
     InvertedFaces,
     edit_masks,
-    invert_faces,
     pasted_change,
 )
 from s3edit.weights import REPO_WEIGHTS
@@ -106,16 +100,11 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
-    w = args.weights
-    model = DiffusionFaceAutoencoder.from_pretrained(w / "autoencoder")
-    encoder = AttributeEncoder.from_pretrained(w / "attribute_encoder")
-    judge = DecodedFaceJudge(model, encoder, DlibFaceNet.from_dat(), decode_steps=10, bf16=True)
-    split = cached_split(celeba_images(args.data), 2000, 16000, progress=False)
-    shards = first_faces(load_shards(split.folder, split.held), args.faces)
+    judge = decoded_face_judge(args.weights, decode_steps=10)
     start = time.perf_counter()
-    faces = invert_faces(judge, shards)
+    faces = inverted_celeba(judge, args.data, args.faces)
     unedited = judge.decode(faces, faces.codes)
-    editors = [load_editor_spec(s, w) for s in args.editors or ["s3", "linear", "lt"]]
+    editors = [load_editor_spec(s, args.weights) for s in args.editors or ["s3", "linear", "lt"]]
     edits = [(a, float(s)) for a, s in (e.split(":") for e in args.edits
                                          or ["Eyeglasses:0.6", "Blond_Hair:0.6", "Young:-1.5"])]
 
