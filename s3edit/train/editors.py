@@ -369,8 +369,8 @@ def fit_s3(codes: torch.Tensor, classifier: LatentAttributeClassifier,
     toward having it (gamma = +1), one with it toward losing it (gamma = -1), under the same
     losses and for as many steps; no random attribute strength, no edit toward a state the
     face is already in.
-    Default lambdas (id 100, faith 1, gen 1): L_faith sums probability changes over 39
-    attributes (about 6 for a linear edit at scale 0.5) while L_id = 1 - cos is about 0.02
+    Lambdas (`S3TrainConfig`: id 200, faith 1, gen 1): L_faith sums probability changes over
+    39 attributes (about 6 for a linear edit at scale 0.5) while L_id = 1 - cos is about 0.02
     for it, so L_id needs about 100 to weigh as much; lower trades identity for fewer
     collateral changes (mean over attributes on CelebA held-out codes after 1500 steps,
     identity cosine / others' |change|: 10: 0.957 / 0.045, 100: 0.974 / 0.065,
