@@ -93,10 +93,6 @@ def inverted_celeba(judge: DecodedFaceJudge, data: Path, count: int, held: bool 
                     ) -> InvertedFaces:
     """The first `count` held-out (else training) faces of a CelebAMask-HQ folder, as the
     trainers split it (the last 2,000 held out, the first 16,000 trained on), inverted."""
-    from s3edit.train.cache import cached_split, first_faces, load_shards
-    from s3edit.train.celeba import celeba_images
-    from s3edit.train.decoded_faces import invert_faces
+    from s3edit.train import decoded_faces
 
-    split = cached_split(celeba_images(data), 2000, 16000, progress=False)
-    shards = load_shards(split.folder, split.held if held else split.train)
-    return invert_faces(judge, first_faces(shards, count))
+    return decoded_faces.inverted_celeba(judge, data, count, 2000, 16000, held)

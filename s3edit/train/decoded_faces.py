@@ -133,8 +133,16 @@ def probe_faces(data: Path, decoder: Path, attribute_encoder: AttributeEncoder |
     model = DiffusionFaceAutoencoder.from_pretrained(decoder)
     judge = DecodedFaceJudge(model, copy.deepcopy(attribute_encoder).cpu(),
                              DlibFaceNet.from_dat(), bf16=uses_bf16("auto", torch.device("cpu")))
+    return judge, inverted_celeba(judge, data, count, holdout, limit)
+
+
+def inverted_celeba(judge: DecodedFaceJudge, data: Path, count: int, holdout: int,
+                    limit: int | None = None, held: bool = False) -> InvertedFaces:
+    """The first `count` training (or, `held`, held-out) faces of a CelebAMask-HQ folder,
+    split as the trainers split it, inverted by the judge's model."""
     split = cached_split(celeba_images(data), holdout, limit, progress=False)
-    return judge, invert_faces(judge, first_faces(load_shards(split.folder, split.train), count))
+    shards = load_shards(split.folder, split.held if held else split.train)
+    return invert_faces(judge, first_faces(shards, count))
 
 
 def edit_masks(faces: InvertedFaces, attrs: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
