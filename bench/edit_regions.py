@@ -37,8 +37,7 @@ from common import decoded_face_judge, default_data_dir, inverted_celeba, load_e
 
 from s3edit.edit.attributes import ATTRIBUTES
 from s3edit.edit.expression import within_value_limits
-from s3edit.edit.s3 import CODE_REGIONS
-from s3edit.face.mask import attribute_region
+from s3edit.edit.s3 import CODE_REGIONS, code_regions
 from s3edit.model.codes import IDENTITY_DIM, renormalise_clip_code
 from s3edit.train.decoded_faces import (
     DecodedFaceJudge,
@@ -55,8 +54,7 @@ def edit_variants(code: torch.Tensor, edited: torch.Tensor, attr: str) -> dict[s
     """The edit (N, D), the edit without its writes into each code region (the target's own
     value kept), and the target's value written alone."""
     target = IDENTITY_DIM + ATTRIBUTES.index(attr)
-    region = torch.tensor([0] * IDENTITY_DIM
-                          + [CODE_REGIONS.index(attribute_region(a)) for a in ATTRIBUTES])
+    region = code_regions()
     delta = edited - code
     variants = {"full": edited}
     for r, name in enumerate(CODE_REGIONS):

@@ -60,6 +60,13 @@ from s3edit.model.codes import IDENTITY_DIM, renormalise_clip_code
 CODE_REGIONS = ("identity", "eyes", "mouth", "face", "hair")
 
 
+def code_regions(attributes: tuple[str, ...] = ATTRIBUTES) -> torch.Tensor:
+    """(d,) the `CODE_REGIONS` index of each value of a clip code with these attribute
+    values: the identity part, then each attribute's face region."""
+    own = [CODE_REGIONS.index(attribute_region(a)) for a in attributes]
+    return torch.tensor([0] * IDENTITY_DIM + own)
+
+
 class S3Transform(ModelMixin, ConfigMixin):
     """`clusters` MLPs [u, a, s] -> hidden -> hidden -> (g, b), stacked along dim 0.
 
@@ -102,8 +109,7 @@ class S3Transform(ModelMixin, ConfigMixin):
             return
         self.gate = nn.Parameter(torch.ones(k, len(CODE_REGIONS)))
         self.register_buffer("active", torch.ones(k * len(CODE_REGIONS), dtype=torch.bool))
-        own = [CODE_REGIONS.index(attribute_region(a)) for a in attributes]
-        self.register_buffer("code_region", torch.tensor([0] * IDENTITY_DIM + own))
+        self.register_buffer("code_region", code_regions(attributes))
 
     def sparsity_members(self) -> list[Member]:
         """Each parameter in a group, with its elements' group ids (-1: none)."""
