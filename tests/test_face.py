@@ -16,7 +16,14 @@ from helpers import psnr, real_mesh, smooth_image
 from s3edit.errors import NoFaceError, S3EditError
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords, uncrop
 from s3edit.face.landmarks import Face, FaceDetector, landmarks68
-from s3edit.face.mask import FACE_OVAL, face_mask, face_size, hair_attribute, region_mask
+from s3edit.face.mask import (
+    FACE_OVAL,
+    eye_attribute,
+    face_mask,
+    face_size,
+    hair_attribute,
+    region_mask,
+)
 from s3edit.face.paste import extend_past_crop, paste_back
 from s3edit.face.track import FaceTracker
 from s3edit.options import TrackOptions
@@ -182,6 +189,31 @@ def test_face_and_hair_masks(turn: int):
     assert (face_m[np.hypot(x - mesh[1, 0], y - mesh[1, 1]) > height] == 0).all()
     assert at(hair_m, above) == 1 and at(face_m, above) < 0.5
     assert (hair_m >= face_m).all() and hair_m.sum() > 1.3 * face_m.sum()
+
+
+@pytest.mark.parametrize("turn", [0, 90])
+def test_eye_attributes_paste_through_a_band_across_the_eyes(turn: int):
+    """An eyeglasses edit leaves the mouth, chin and forehead top as they were, and reaches
+    the rims: brows, the bridge, and a tenth of the face below the eyes."""
+    cos, sin = np.cos(np.radians(turn)), np.sin(np.radians(turn))
+    mesh = real_mesh(0.8)
+    mesh = (mesh - mesh[1]) @ np.array([[cos, sin], [-sin, cos]]) + (260, 260)
+    shape = (520, 520)
+    band, face_m = face_mask(mesh, shape, attr="eyeglasses"), face_mask(mesh, shape)
+    assert eye_attribute("EYEGLASSES") and eye_attribute("Bushy_Eyebrows")
+    assert not eye_attribute("Smiling") and not eye_attribute(None)
+    assert (band <= face_m).all()
+
+    def at(m: np.ndarray, p: np.ndarray) -> float:
+        return float(m[int(round(p[1])), int(round(p[0]))])
+
+    height = np.linalg.norm(mesh[10] - mesh[152])
+    below_eye = mesh[468] - _up(mesh) * 0.1 * height
+    # irises, bridge, brows (where the oval's own fade already dims the mask), lower rims
+    for inside in (mesh[468], mesh[473], mesh[168], mesh[105], mesh[334], below_eye):
+        assert at(band, inside) > 0.9 * at(face_m, inside)
+    assert at(band, mesh[13]) == at(band, mesh[152]) == 0  # lips, chin
+    assert at(band, mesh[10]) < 0.2 * at(face_m, mesh[10])  # the forehead's top
 
 
 def test_face_mask_fades_inside_the_oval():

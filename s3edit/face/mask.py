@@ -50,6 +50,10 @@ EYE_ATTRIBUTES = frozenset({"Eyeglasses", "Narrow_Eyes", "Bags_Under_Eyes", "Arc
 MOUTH_ATTRIBUTES = frozenset({"Smiling", "Mouth_Slightly_Open", "Big_Lips", "Wearing_Lipstick",
                               "Mustache", "Goatee"})
 
+# The eye band's reach past the eyes and the brows, as shares of the oval's height: the lower
+# rims of spectacles sit about a tenth below the eyes, their top bars at the brows.
+EYE_BAND_BELOW, EYE_BAND_ABOVE = 0.17, 0.12
+
 # Classes of facexlib's BiSeNet (CelebAMask-HQ's 19): 0 background, 1 skin, 2-3 brows, 4-5 eyes,
 # 6 eyeglasses, 7-8 ears, 9 earring, 10 nose, 11 mouth, 12-13 lips, 14 neck, 15 necklace,
 # 16 cloth, 17 hair, 18 hat. The face leaves out the ears, as the mesh's oval does.
@@ -80,7 +84,8 @@ def face_size(mesh: np.ndarray) -> float:
 
 def face_mask(mesh: np.ndarray, shape: tuple[int, int], *, attr: str | None = None,
               dilate: float = -0.08, feather: float = 0.06) -> np.ndarray:
-    """Soft (h, w) float32 mask in [0, 1] of the face, plus the hair for hair attributes.
+    """Soft (h, w) float32 mask in [0, 1] of the face, plus the hair for hair attributes,
+    less all but a band across the brows and eyes for eye attributes (`eye_band`).
 
     The polygon is grown by `dilate` (negative shrinks it) and blurred by a Gaussian of sigma
     `feather`, both times the face size; values under 1/255 become 0 and over 1 - 1/255 become
@@ -93,14 +98,38 @@ def face_mask(mesh: np.ndarray, shape: tuple[int, int], *, attr: str | None = No
     if hair_attribute(attr):
         polygons.append(_hair_polygon(mesh))
     size = face_size(mesh)
-    return _soft_mask(polygons, shape, grow=dilate * size, sigma=feather * size)
+    mask = _soft_mask(polygons, shape, grow=dilate * size, sigma=feather * size)
+    return mask * eye_band(mesh, shape, feather) if eye_attribute(attr) else mask
+
+
+def eye_attribute(attr: str | None) -> bool:
+    """True for CelebA attributes of the eyes and brows (any case), eyeglasses among them."""
+    return attr is not None and attr.lower() in {a.lower() for a in EYE_ATTRIBUTES}
+
+
+def eye_band(mesh: np.ndarray, shape: tuple[int, int], feather: float = 0.06) -> np.ndarray:
+    """Soft (h, w) mask of a band across the face from above the brows to below the eyes,
+    where spectacle frames sit, feathered as `face_mask`; it turns with the head.
+
+    The decoder answers an eyeglasses edit over the whole face (bench/pass_locality.py: three
+    quarters of one network pass's change falls outside the eyes and brows, at every noise
+    level), and pasted through the whole oval that change reached the mouth and cheeks.
+    """
+    axes = face_axes(mesh)
+    eye_v = float(mesh[list(EYE_CORNERS)].mean(0) @ axes.up)
+    half_w = 0.75 * axes.width  # past the oval on both sides: the oval bounds it there
+    u = axes.centre_u + np.array([-half_w, half_w, half_w, -half_w])
+    v = np.array([eye_v - EYE_BAND_BELOW * axes.height] * 2
+                 + [axes.brow_v + EYE_BAND_ABOVE * axes.height] * 2)
+    polygon = np.outer(u, axes.across) + np.outer(v, axes.up)
+    return _soft_mask([polygon], shape, grow=0, sigma=feather * face_size(mesh))
 
 
 def parsed_face_mask(labels: np.ndarray, square: np.ndarray, mesh: np.ndarray,
                      shape: tuple[int, int], *, attr: str | None = None, dilate: float = -0.08,
                      feather: float = 0.06) -> np.ndarray:
     """`face_mask` from face parsing: the parsed face, plus the parsed hair and hat for hair
-    attributes, where the mesh has its oval and its hair guess.
+    attributes, where the mesh has its oval and its hair guess (and the same eye band).
 
     `labels` (S, S) are the classes of the aligned crop of `square` (`FaceParser` in
     s3edit/face/backends.py). The region is grown and feathered as in `face_mask`, by the
@@ -118,7 +147,7 @@ def parsed_face_mask(labels: np.ndarray, square: np.ndarray, mesh: np.ndarray,
     x0, y0, x1, y1 = _work_box(np.array([xs.min(), ys.min()]), np.array([xs.max(), ys.max()]),
                                grow, sigma, shape)
     out[y0:y1, x0:x1] = _grow_and_blur(filled[y0:y1, x0:x1], grow, sigma)
-    return out
+    return out * eye_band(mesh, shape, feather) if eye_attribute(attr) else out
 
 
 def region_mask(mesh: np.ndarray, shape: tuple[int, int], region: str) -> np.ndarray:
