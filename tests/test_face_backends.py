@@ -230,8 +230,14 @@ def test_parsed_mask_is_the_parsed_face_in_frame_pixels():
         x, y = to_frame @ np.array([*crop_xy, 1.0])
         return float(mask[int(round(y)), int(round(x))])
 
-    face_only = parsed_face_mask(labels, square, mesh, shape, attr="Eyeglasses")
+    face_only = parsed_face_mask(labels, square, mesh, shape, attr="Young")
     with_hair = parsed_face_mask(labels, square, mesh, shape, attr="blond_hair")
+    # An eye attribute keeps to the band across the eyes, as the mesh mask does.
+    eyes = parsed_face_mask(labels, square, mesh, shape, attr="Eyeglasses")
+    assert (eyes <= face_only).all()
+    iris, lips = (np.round(mesh[i]).astype(int) for i in (468, 13))
+    assert eyes[iris[1], iris[0]] == face_only[iris[1], iris[0]] > 0.5
+    assert eyes[lips[1], lips[0]] == 0 and face_only[lips[1], lips[0]] > 0.5
     for m in (face_only, with_hair):
         assert m.shape == shape and m.dtype == np.float32
         assert m.min() == 0 and m.max() == 1
