@@ -70,16 +70,14 @@ def main() -> None:
     with torch.no_grad():
         for t in scheduler.timesteps:
             tt = t.expand(len(x))
-            a = scheduler.alphas_cumprod[t]
-            eps_plain = model.predicted_noise(x, tt, z_plain, bf16=True)
-            eps_edit = model.predicted_noise(x, tt, z_edit, bf16=True)
-            x0_plain, x0_edit = ((x - (1 - a).sqrt() * e) / a.sqrt()
-                                 for e in (eps_plain, eps_edit))
-            locality, outside = pasted_change(x0_edit.clamp(-1, 1), x0_plain.clamp(-1, 1),
+            plain = scheduler.step(model.predicted_noise(x, tt, z_plain, bf16=True), t, x)
+            edit = scheduler.step(model.predicted_noise(x, tt, z_edit, bf16=True), t, x)
+            locality, outside = pasted_change(edit.pred_original_sample.clamp(-1, 1),
+                                              plain.pred_original_sample.clamp(-1, 1),
                                               inside, paste)
             print(f"| x0 at t = {int(t)} | {locality.mean():.3f} ± {locality.std():.3f} "
                   f"| {outside.mean():.2f} |")
-            x = scheduler.step(eps_plain, t, x).prev_sample
+            x = plain.prev_sample
         locality, outside = pasted_change(judge.decode(faces, edited),
                                           judge.decode(faces, faces.codes), inside, paste)
     print(f"| whole decode | {locality.mean():.3f} ± {locality.std():.3f} "

@@ -47,6 +47,7 @@ HAIR_ATTRIBUTES = frozenset({
 REGIONS = ("eyes", "mouth", "hair", "face")
 EYE_ATTRIBUTES = frozenset({"Eyeglasses", "Narrow_Eyes", "Bags_Under_Eyes", "Arched_Eyebrows",
                             "Bushy_Eyebrows"})
+_EYE_ATTRIBUTES_LOWER = frozenset(a.lower() for a in EYE_ATTRIBUTES)
 MOUTH_ATTRIBUTES = frozenset({"Smiling", "Mouth_Slightly_Open", "Big_Lips", "Wearing_Lipstick",
                               "Mustache", "Goatee"})
 
@@ -104,7 +105,7 @@ def face_mask(mesh: np.ndarray, shape: tuple[int, int], *, attr: str | None = No
 
 def eye_attribute(attr: str | None) -> bool:
     """True for CelebA attributes of the eyes and brows (any case), eyeglasses among them."""
-    return attr is not None and attr.lower() in {a.lower() for a in EYE_ATTRIBUTES}
+    return attr is not None and attr.lower() in _EYE_ATTRIBUTES_LOWER
 
 
 def eye_band(mesh: np.ndarray, shape: tuple[int, int], feather: float = 0.06) -> np.ndarray:
