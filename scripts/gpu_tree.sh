@@ -2,8 +2,9 @@
 # Make the working tree light enough for a GPU lease to carry a large training pack, and put it
 # back afterwards (README: "Training on a lent GPU").
 #   bash scripts/gpu_tree.sh slim      weights/autoencoder in bf16 (what gpu_train.py starts from),
-#                                      the other weights emptied (the trainer reads none of them)
-#   bash scripts/gpu_tree.sh restore   the committed weights back (git checkout)
+#                                      the other weights and the docs' pictures emptied (the
+#                                      trainer reads none of them)
+#   bash scripts/gpu_tree.sh restore   the committed weights and pictures back (git checkout)
 # A lease sends every tracked file as it is in the tree, and 64 MiB in all with its carry
 # paths: the committed weights alone are 55 MB of that, the bf16 autoencoder 21 MB.
 set -euo pipefail
@@ -19,8 +20,8 @@ travel_bytes() {  # tracked and untracked-not-ignored files as they are now, plu
 
 case "${1:-}" in
 slim)
-    if ! git diff --quiet -- weights; then
-        echo "gpu_tree: weights/ has changes of its own; commit or restore them first" >&2
+    if ! git diff --quiet -- weights docs; then
+        echo "gpu_tree: weights/ or docs/ has changes of its own; commit or restore them first" >&2
         exit 1
     fi
     tmp=$(mktemp -d)
@@ -36,9 +37,10 @@ PY
     cp "$tmp/diffusion_pytorch_model.safetensors" weights/autoencoder/
     git ls-files weights | grep '\.safetensors$' | grep -v '^weights/autoencoder/' \
         | while read -r f; do : > "$f"; done
+    git ls-files docs | grep -E '\.(png|jpg)$' | while read -r f; do : > "$f"; done
     ;;
 restore)
-    git checkout -- weights
+    git checkout -- weights docs
     ;;
 *)
     echo "usage: bash scripts/gpu_tree.sh slim|restore" >&2
@@ -46,4 +48,8 @@ restore)
     ;;
 esac
 total=$(travel_bytes | awk '{s += $1} END {print s}')
-echo "a lease would carry $((total / 1000000)) MB with .whl and .pack (limit $((limit / 1000000)) MB)"
+echo "a lease would carry $((total / 1000)) kB with .whl and .pack (limit $((limit / 1000)) kB)"
+if [ "${1}" = slim ] && [ "$total" -gt "$limit" ]; then
+    echo "gpu_tree: over the limit: pack fewer faces (--limit) or at a lower --quality" >&2
+    exit 1
+fi
