@@ -75,6 +75,8 @@ def test_temporal_identity_skips_frames_without_a_face():
 def test_attribute_regions():
     assert attribute_region("Eyeglasses") == "eyes" and attribute_region("Smiling") == "mouth"
     assert attribute_region("Blond_Hair") == "hair" and attribute_region("Young") == "face"
+    # as the CLI's spellings and the mask's own checks are: in any case
+    assert attribute_region("eyeglasses") == "eyes" and attribute_region("SMILING") == "mouth"
 
 
 def test_locality_inside_and_outside_the_region():

@@ -50,6 +50,7 @@ EYE_ATTRIBUTES = frozenset({"Eyeglasses", "Narrow_Eyes", "Bags_Under_Eyes", "Arc
 _EYE_ATTRIBUTES_LOWER = frozenset(a.lower() for a in EYE_ATTRIBUTES)
 MOUTH_ATTRIBUTES = frozenset({"Smiling", "Mouth_Slightly_Open", "Big_Lips", "Wearing_Lipstick",
                               "Mustache", "Goatee"})
+_MOUTH_ATTRIBUTES_LOWER = frozenset(a.lower() for a in MOUTH_ATTRIBUTES)
 
 # The eye band's reach past the eyes and the brows, as shares of the oval's height: the lower
 # rims of spectacles sit about a tenth below the eyes, their top bars at the brows.
@@ -68,10 +69,10 @@ def hair_attribute(attr: str | None) -> bool:
 
 
 def attribute_region(attr: str) -> str:
-    """The `region_mask` region where an edit of `attr` should happen."""
-    if attr in EYE_ATTRIBUTES:
+    """The `region_mask` region where an edit of `attr` (any case) should happen."""
+    if eye_attribute(attr):
         return "eyes"
-    if attr in MOUTH_ATTRIBUTES:
+    if attr.lower() in _MOUTH_ATTRIBUTES_LOWER:
         return "mouth"
     if hair_attribute(attr):
         return "hair"
