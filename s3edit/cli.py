@@ -350,6 +350,10 @@ def emit(record: dict, as_json: bool) -> None:
     elif record["status"] == "ok":
         typer.echo(f"wrote {record['output']} ({record['frames']} frames, "
                    f"{record['frames_with_face']} with a face, {record['seconds']:.1f} s)")
+        if record.get("in_profile"):
+            typer.echo(f"note: {record['input']}: the face is seen in profile (turn "
+                       f"{record['head_turn']:.2f}); the model, trained on faces seen from the "
+                       "front, draws little of an edit there", err=True)
     else:
         typer.echo(f"{record['status']}: {record['input']} -> {record['output']}")
 

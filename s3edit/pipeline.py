@@ -92,6 +92,11 @@ class EditResult:
     # What "auto" chose for this clip: the edit guidance, and whether the hair was redrawn
     guidance: float = 1.0
     hair_noise: str = "inverted"
+    # How far the face is mostly turned aside (`clip_head_turn`: 0 facing the camera, 1 at
+    # the oval's edge; None when never tracked), and whether that is a profile, where the
+    # decoder, trained on faces seen from the front, draws little of any edit.
+    head_turn: float | None = None
+    in_profile: bool = False
     status: str = "ok"
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -360,6 +365,7 @@ class Pipeline:
         self.render(info, clip, options, writer)
         done = time.perf_counter()
         track = clip.track
+        turn = clip_head_turn(track.mesh)
         return EditResult(
             input=str(info.path), output=str(output), frames=track.frames,
             frames_with_face=track.frames_with_face, frames_filled=track.frames_filled,
@@ -367,6 +373,8 @@ class Pipeline:
             seconds=round(done - start, 3), attr=options.attr, scale=options.scale,
             guidance=self.edit_guidance(options, track.mesh),
             hair_noise="fresh" if self.redraws_hair(options, track.mesh) else "inverted",
+            head_turn=None if np.isnan(turn) else round(turn, 2),
+            in_profile=bool(turn >= PROFILE_TURN),
             stage_seconds={"analyse": round(tracked - start, 3),
                            "render": round(done - tracked, 3)},
         )

@@ -15,6 +15,7 @@ from s3edit.video import binaries
 FACE_CLIP = ("videoretalking", "examples", "face", "1.mp4")  # 700x700, 30 fps VFR, audio
 BOB_CLIP = ("videoretalking", "examples", "face", "4.mp4")  # a woman whose bob ends at the chin
 PCAVS_CLIP = ("pcavs", "Input", "00010.mp4")  # 224x224, 25 fps, audio
+PROFILE_CLIP = ("pcavs", "Input", "00002.mp4")  # the one face seen in profile
 PORTRAIT_CLIP = ("liveportrait", "driving", "d13.mp4")  # 720x1280, 30 fps, no audio
 LONG_CLIP = ("liveportrait", "driving", "d6.mp4")  # 480x480, 30 fps, 34 s
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FACE_CLIP, LONG_CLIP, PCAVS_CLIP, ffmpeg, psnr
+from helpers import FACE_CLIP, LONG_CLIP, PCAVS_CLIP, PROFILE_CLIP, ffmpeg, psnr
 
 from s3edit.video import binaries, probe, read_frames
 
@@ -520,6 +520,7 @@ def test_out_dir_writes_each_clip_then_skips_them(run_s3edit, good_run) -> None:
     assert listing(out) == names  # no .partial file left
     assert sorted(records) == inputs
     assert all(r["status"] == "ok" for r in records.values())
+    assert all(not r["in_profile"] for r in records.values())  # they all face the camera
     written = {n: (out / n).read_bytes() for n in names}
 
     again = run_s3edit(*apply_args(folder, "--out-dir", out, "--json", "-q"))
@@ -600,3 +601,19 @@ def test_ctrl_c_exits_130_and_leaves_nothing(shared_data: Path, out: Path,
     assert "Traceback" not in stderr
     assert message_lines(stderr)[-1] == "interrupted"
     assert listing(out) == []
+
+
+def test_a_face_in_profile_is_told(run_s3edit, shared_data: Path, tmp_path: Path,
+                                   out: Path) -> None:
+    """pcavs 00002 is seen in profile (median turn 1.65), where edits hardly show: the run
+    succeeds and says so on stderr, and its record says so to scripts."""
+    profile = (shared_data / "videos").joinpath(*PROFILE_CLIP)
+    if not profile.is_file():
+        pytest.skip(f"shared clip {profile} not found")
+    src = tmp_path / "profile.mp4"
+    ffmpeg("-i", profile, "-t", "1", "-c:v", "libx264", "-crf", "18", "-an", src)
+    proc = run_s3edit(*apply_args(src, "-o", out / "a.mp4"))
+    assert proc.returncode == 0, proc.stderr
+    assert "the face is seen in profile" in proc.stderr
+    record = json.loads(run_s3edit(*apply_args(src, "-o", out / "b.mp4", "--json", "-q")).stdout)
+    assert record["in_profile"] and record["head_turn"] > 1.3
