@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_VIDEO = "videoretalking/examples/face/1.mp4"
+# The five dev clips the editors and the edits are compared on (issues 4, 12 and 16).
+DEV_CLIPS = ("videoretalking/examples/face/1.mp4", "dpe/data/s.mp4", "pcavs/Input/00002.mp4",
+             "megaportrait_vox/junk/-1eKufUP5XQ_4.mp4", "liveportrait/driving/d0.mp4")
 
 
 def default_data_dir() -> Path:
@@ -29,6 +33,14 @@ def resolve_video(video: str, data: Path) -> Path:
             return candidate
     sys.exit(f"error: {video}: not found (looked here and under {data / 'videos'}; "
              "set --data or S3EDIT_SHARED_DATA)")
+
+
+def cut(src: Path, frames: int, dst: Path) -> None:
+    """The first `frames` frames of a clip, near-losslessly re-encoded: the original an edit
+    of them is compared with."""
+    if not dst.exists():
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-frames:v", str(frames),
+                        "-an", "-c:v", "libx264", "-crf", "10", str(dst)], check=True)
 
 
 def add_machine_args(parser: argparse.ArgumentParser) -> None:

@@ -35,13 +35,12 @@ import argparse
 import hashlib
 import itertools
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import default_data_dir, load_editor_spec, resolve_video
+from common import DEV_CLIPS, cut, default_data_dir, load_editor_spec, resolve_video
 
 from s3edit.metrics.evaluate import evaluate_pair
 from s3edit.model.face_model import FaceModel
@@ -59,8 +58,6 @@ from s3edit.pipeline import Pipeline
 from s3edit.video import VideoWriter, probe
 from s3edit.weights import default_weights_dir
 
-CLIPS = ("videoretalking/examples/face/1.mp4", "dpe/data/s.mp4", "pcavs/Input/00002.mp4",
-         "megaportrait_vox/junk/-1eKufUP5XQ_4.mp4", "liveportrait/driving/d0.mp4")
 # The metrics compared at equal target change, then the target's probabilities.
 COMPARED = ("identity", "tl_id", "tg_id", "target_change", "off_target_change", "locality")
 METRICS = (*COMPARED, "target_before", "target_after", "success_rate")
@@ -115,13 +112,6 @@ def success(result: dict, scale: float) -> dict:
     rate = float(done[qualifies].mean()) if qualifies.any() else None
     return {"target_before": float(np.nanmean(before)), "target_after": float(np.nanmean(after)),
             "success_rate": rate}
-
-
-def cut(src: Path, frames: int, dst: Path) -> None:
-    """The first `frames` frames, near-losslessly re-encoded: the original of the comparison."""
-    if not dst.exists():
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-frames:v", str(frames),
-                        "-an", "-c:v", "libx264", "-crf", "10", str(dst)], check=True)
 
 
 def _groups(rows: list[dict], by: tuple[str, ...]) -> dict[tuple, list[dict]]:
@@ -211,7 +201,7 @@ def main() -> None:
                    help="editor the last table compares the others with (default: the first row's)")
     p.add_argument("--data", type=Path, default=default_data_dir(),
                    help="shared data folder (env S3EDIT_SHARED_DATA)")
-    p.add_argument("--clips", nargs="+", default=list(CLIPS), help="relative to DATA/videos")
+    p.add_argument("--clips", nargs="+", default=list(DEV_CLIPS), help="relative to DATA/videos")
     p.add_argument("--attrs", nargs="+", default=["Eyeglasses", "Smiling", "Young"])
     p.add_argument("--editor", dest="editors", action="append",
                    help="NAME or LABEL=NAME[:FOLDER]; repeat (default: linear, lt, s3)")

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import default_data_dir, resolve_video
-from editor_ablation import CLIPS, cut
+from common import DEV_CLIPS, cut, default_data_dir, resolve_video
 
 from s3edit.face.hair import HairSegmenter
 from s3edit.face.landmarks import FaceDetector
@@ -75,7 +74,7 @@ def main() -> None:
                    help="folder for the cut and the recoloured clips")
     p.add_argument("--data", type=Path, default=default_data_dir(),
                    help="shared data folder (env S3EDIT_SHARED_DATA)")
-    p.add_argument("--clips", nargs="+", default=list(CLIPS), help="relative to DATA/videos")
+    p.add_argument("--clips", nargs="+", default=list(DEV_CLIPS), help="relative to DATA/videos")
     p.add_argument("--colour", nargs="+", default=["blond"], choices=list(COLOURS))
     p.add_argument("--frames", type=int, default=24, help="first N frames of each clip")
     p.add_argument("--every", type=int, default=3, help="measure every N-th frame")
