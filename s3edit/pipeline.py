@@ -287,8 +287,7 @@ class Pipeline:
         no editor), or a face backend whose package or weights are (loading it here)."""
         self.landmarker(options.landmarks)
         self.parser(options.mask)
-        is_expression = (self.expressions is not None
-                         and self.expressions.offset(options.attr, 1.0) is not None)
+        is_expression = self.expressions is not None and self.expressions.holds(options.attr)
         if options.scale and not is_expression and isinstance(self.editor, UntrainedEditor):
             self.editor.edit(torch.zeros(0), options.attr, options.scale)  # raises, saying why
 

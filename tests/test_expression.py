@@ -14,6 +14,8 @@ from s3edit.edit.expression import (
     edit_codes,
     fit_expression_directions,
 )
+from s3edit.edit.loading import load_expressions
+from s3edit.errors import S3EditError
 from s3edit.model.codes import ATTRIBUTE_DIM, IDENTITY_DIM, LANDMARK_DIM
 
 SMILING = ATTRIBUTES.index("Smiling")
@@ -36,14 +38,66 @@ def test_fit_recovers_each_attributes_offset():
     landmarks, labels, offsets = planted()
     model = fit_expression_directions(landmarks, labels)
     for i, attr in enumerate(EXPRESSION_ATTRIBUTES):
-        error = (model.offset(attr, 1.0) - offsets[i]).norm() / offsets[i].norm()
+        error = (model.directions[i] - offsets[i]).norm() / offsets[i].norm()
         assert error < 0.15, attr  # the other attributes' shifts average out
 
 
-def test_offset_scales_and_other_attributes_have_none():
+def along(model, attr, landmarks):
+    direction = model.directions[EXPRESSION_ATTRIBUTES.index(attr)]
+    return landmarks @ (direction / direction.norm())
+
+
+def test_an_edit_below_the_knee_moves_by_scale_times_the_difference():
     model = fit_expression_directions(*planted()[:2])
-    torch.testing.assert_close(model.offset("Smiling", -2.0), -2 * model.offset("Smiling", 1.0))
-    assert model.offset("Eyeglasses", 1.0) is None
+    difference = model.directions[EXPRESSION_ATTRIBUTES.index("Smiling")]
+    lower_bound, lower_knee, upper_knee, upper_bound = \
+        model.limits[EXPRESSION_ATTRIBUTES.index("Smiling")].tolist()
+    assert lower_bound < lower_knee < upper_knee < upper_bound
+    # A face far from both knees: one without the smile, moved less than the way to the knee.
+    face = torch.zeros(LANDMARK_DIM)
+    face += (lower_knee - along(model, "Smiling", face)) * difference / difference.norm()
+    step = 0.5 * (upper_knee - lower_knee) / difference.norm()
+    torch.testing.assert_close(model.edit("Smiling", step)(face), face + step * difference)
+    assert model.holds("Smiling") and not model.holds("Eyeglasses")
+
+
+def test_an_expression_saturates_toward_the_most_expressive_faces():
+    """A frame that already smiles gets less of a smile, and never less than it had; a frame
+    up to the median smiling face is never taken past the most smiling faces, one beyond it by
+    less than its own lead on that median; the frames keep their order along the direction,
+    so the clip's own motion survives."""
+    model = fit_expression_directions(*planted()[:2])
+    i = EXPRESSION_ATTRIBUTES.index("Smiling")
+    lower_bound, lower_knee, upper_knee, upper_bound = model.limits[i].tolist()
+    unit = model.directions[i] / model.directions[i].norm()
+    levels = torch.linspace(lower_knee, upper_bound + 0.5 * (upper_bound - upper_knee), 9)
+    frames = torch.randn(9, LANDMARK_DIM) * 0.01
+    frames += (levels - frames @ unit)[:, None] * unit
+    for scale in (1.0, 3.0, 30.0):
+        edit = model.edit("Smiling", scale)
+        before, after = frames @ unit, edit(frames) @ unit
+        moves = after - before
+        assert (moves >= 0).all() and (moves[1:] <= moves[:-1] + 1e-6).all()
+        assert (after < upper_bound + (before - upper_knee).clamp(min=0) + 1e-5).all()
+        assert (after[1:] >= after[:-1] - 1e-6).all()  # equal only where float32 saturates
+        # Only the part along the direction moves.
+        torch.testing.assert_close(edit(frames) - frames, moves[:, None] * unit)
+    # A large edit takes the least smiling frame near the most smiling faces.
+    assert after[0] > upper_bound - 0.05 * (upper_bound - upper_knee)
+    # Removing saturates alike toward the least smiling faces.
+    removed = model.edit("Smiling", -30.0)(frames) @ unit
+    assert (removed >= lower_bound - 1e-5).all() and (removed <= frames @ unit).all()
+
+
+def test_weights_fitted_without_limits_are_refused_saying_so(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "editors" / "expression"
+    fit_expression_directions(*planted()[:2]).save_pretrained(folder)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    save_file({"directions": load_file(weights)["directions"]}, weights)
+    with pytest.raises(S3EditError, match="s3edit train expression"):
+        load_expressions(tmp_path)
 
 
 def test_fit_needs_both_classes():
@@ -72,15 +126,14 @@ def test_edit_codes_routes_expressions_to_the_landmarks():
     smile = edit_codes(editor, model, identity, "Smiling", 1.5)
     assert editor.calls == [], "the identity editor is not asked"
     assert torch.equal(smile.identity, identity) and smile.changes(identity)
-    torch.testing.assert_close(smile.landmarks(landmarks),
-                               landmarks + 1.5 * model.offset("Smiling", 1.0))
+    torch.testing.assert_close(smile.landmarks(landmarks), model.edit("Smiling", 1.5)(landmarks))
 
     glasses = edit_codes(editor, model, identity, "Eyeglasses", 0.5)
-    assert editor.calls == [("Eyeglasses", 0.5)] and glasses.landmark_offset is None
+    assert editor.calls == [("Eyeglasses", 0.5)] and glasses.expression is None
     assert torch.equal(glasses.landmarks(landmarks), landmarks)
 
     # Without directions (older weights folders) expressions go to the identity editor.
-    assert edit_codes(editor, None, identity, "Smiling", 1.0).landmark_offset is None
+    assert edit_codes(editor, None, identity, "Smiling", 1.0).expression is None
     # Scale 0 changes nothing, by either route.
     for attr in ("Smiling", "Eyeglasses"):
         assert not edit_codes(editor, model, identity, attr, 0).changes(identity)
@@ -152,6 +205,7 @@ def test_save_load_round_trip(tmp_path):
     loaded = ExpressionDirections.from_pretrained(tmp_path / "expression")
     assert list(loaded.config.attributes) == list(model.config.attributes)
     torch.testing.assert_close(loaded.directions, model.directions)
+    torch.testing.assert_close(loaded.limits, model.limits)
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +223,14 @@ def test_train_expression_on_real_faces_widens_the_mouth_for_a_smile(
                       timeout=600)
     assert proc.returncode == 0, proc.stderr
     model = ExpressionDirections.from_pretrained(out / "expression")
-    smile = model.offset("Smiling", 1.0).view(-1, 2).numpy()
+    smile = model.directions[EXPRESSION_ATTRIBUTES.index("Smiling")].view(-1, 2).numpy()
     # Smiling faces' mouth corners sit further apart and higher (y grows downwards).
     assert smile[MOUTH_RIGHT, 0] - smile[MOUTH_LEFT, 0] > 0.02
     assert np.mean(smile[[MOUTH_LEFT, MOUTH_RIGHT], 1]) < 0
+    # The smile's limits are ordered: the least smiling faces, the median face without a
+    # smile, the median one with, the most smiling.
+    limits = model.limits[EXPRESSION_ATTRIBUTES.index("Smiling")]
+    assert (limits[1:] > limits[:-1]).all()
 
 
 def test_train_expression_refuses_a_folder_without_labels(run_s3edit, tmp_path):

@@ -7,7 +7,9 @@ other 36 attributes only Oval_Face scores higher in the landmarks, and it is a f
 neither code separates well (0.64 / 0.61). So for the four, the edit leaves the identity code
 alone and adds to every frame's landmark code scale x (mean landmark code of the faces with the
 attribute - of the faces without): scale 1 moves an average face without it to the average face
-with it, and the clip's own motion rides on top. Every other attribute goes to the identity
+with it, and the clip's own motion rides on top. Past the typical face with the expression the
+added move shrinks, so that a frame that already shows it is not pushed beyond the faces the
+decoder learnt (`ExpressionEdit`). Every other attribute goes to the identity
 editor, whose edited code `edit_codes` then holds within the values the decoder draws well
 (VALUE_LIMITS), with the hair colours other than the edited one lowered to match it
 (EXCLUSIVE_ATTRIBUTES).
@@ -41,7 +43,48 @@ VALUE_LIMITS = {"Blond_Hair": 1.0}
 EXCLUSIVE_ATTRIBUTES = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 
 
+# Where along an expression's direction the added move starts to shrink (the knee) and what it
+# approaches (the bound), as quantiles of the training faces' projections: of the faces with the
+# expression when adding it, of the faces without (mirrored: 0.5 and 0.01) when removing it.
+# Without the bound the d0 speaker, smiling already (Smiling projection 0.30; the median smiling
+# face 0.28, the 99th percentile 0.44), went to 0.59 at +1.5, and the decoder drew his thin
+# moustache as a thick dark band over the lip (bench/README.md, stop 38).
+KNEE_QUANTILE, BOUND_QUANTILE = 0.5, 0.99
+
+
+def saturate(x: torch.Tensor, knee: float, bound: float) -> torch.Tensor:
+    """x up to `knee`; past it (on the side of `bound`) a smooth approach to `bound`, with
+    slope 1 at the knee."""
+    width = bound - knee
+    past = (x - knee) / width
+    return torch.where(past > 0, knee + width * torch.tanh(past), x)
+
+
+@dataclass
+class ExpressionEdit:
+    """An expression edit of landmark codes: a move of `step` along the unit `direction`,
+    shrunk as the projection nears `bound` past `knee`. The move of each frame is
+    saturate(p + step) - saturate(p) for its projection p: the full step for a frame far from
+    the bound, less for one that already shows the expression, and never a move back."""
+
+    direction: torch.Tensor
+    step: float
+    knee: float
+    bound: float
+
+    def __call__(self, landmarks: torch.Tensor) -> torch.Tensor:
+        """(..., dim) landmark codes -> the same, edited."""
+        p = landmarks @ self.direction
+        move = (saturate(p + self.step, self.knee, self.bound)
+                - saturate(p, self.knee, self.bound))
+        return landmarks + move[..., None] * self.direction
+
+
 class ExpressionDirections(ModelMixin, ConfigMixin):
+    """Per expression attribute: the mean difference of the landmark codes of faces with and
+    without it (`directions`), and along it the knee and bound of removing and of adding it
+    (`limits`: lower bound, lower knee, upper knee, upper bound)."""
+
     config_name = "config.json"
 
     @register_to_config
@@ -49,51 +92,64 @@ class ExpressionDirections(ModelMixin, ConfigMixin):
                  dim: int = LANDMARK_DIM):
         super().__init__()
         self.register_buffer("directions", torch.zeros(len(attributes), dim))
+        self.register_buffer("limits", torch.zeros(len(attributes), 4))
 
-    def offset(self, attr: str, scale: float) -> torch.Tensor | None:
-        """The landmark-code offset (dim,) of an edit; None for an attribute it does not hold."""
-        if attr not in self.config.attributes:
-            return None
-        return scale * self.directions[list(self.config.attributes).index(attr)]
+    def holds(self, attr: str) -> bool:
+        return attr in self.config.attributes
+
+    def edit(self, attr: str, scale: float) -> ExpressionEdit:
+        """The edit of `attr` (one it holds) at `scale`: scale 1 moves by the mean difference."""
+        i = list(self.config.attributes).index(attr)
+        difference = self.directions[i]
+        lower_bound, lower_knee, upper_knee, upper_bound = self.limits[i].tolist()
+        knee, bound = (upper_knee, upper_bound) if scale >= 0 else (lower_knee, lower_bound)
+        return ExpressionEdit(difference / difference.norm(), scale * float(difference.norm()),
+                              knee, bound)
 
 
 def fit_expression_directions(landmarks: torch.Tensor, labels: torch.Tensor,
                               attributes: tuple[str, ...] = EXPRESSION_ATTRIBUTES
                               ) -> ExpressionDirections:
     """Mean differences of landmark codes (N, dim) between faces with and without each
-    attribute; labels (N, 40) in {0, 1}, columns in ATTRIBUTES order."""
+    attribute, and the limits along them; labels (N, 40) in {0, 1}, columns in ATTRIBUTES
+    order."""
     model = ExpressionDirections(attributes, landmarks.shape[1])
+    quantiles = torch.tensor([1 - BOUND_QUANTILE, 1 - KNEE_QUANTILE, KNEE_QUANTILE,
+                              BOUND_QUANTILE])
     for i, attr in enumerate(attributes):
         has = labels[:, ATTRIBUTES.index(attr)].bool()
         if has.all() or not has.any():
             raise ValueError(f"{attr}: the labels need faces with and without it")
-        model.directions[i] = landmarks[has].mean(0) - landmarks[~has].mean(0)
+        difference = landmarks[has].mean(0) - landmarks[~has].mean(0)
+        model.directions[i] = difference
+        along = landmarks @ (difference / difference.norm())
+        without, with_ = along[~has].quantile(quantiles[:2]), along[has].quantile(quantiles[2:])
+        model.limits[i] = torch.cat([without, with_])
     return model.eval()
 
 
 @dataclass
 class CodeEdit:
     """What an edit does to a clip's codes: its clip code (D,) (identity, then any attribute
-    values), and an offset added to every frame's landmark code (None: the landmarks stay as
-    tracked)."""
+    values), and the expression edit of every frame's landmark code (None: the landmarks stay
+    as tracked)."""
 
     identity: torch.Tensor
-    landmark_offset: torch.Tensor | None = None
+    expression: ExpressionEdit | None = None
 
     def landmarks(self, landmarks: torch.Tensor) -> torch.Tensor:
-        return landmarks if self.landmark_offset is None else landmarks + self.landmark_offset
+        return landmarks if self.expression is None else self.expression(landmarks)
 
     def changes(self, identity: torch.Tensor) -> bool:
-        return self.landmark_offset is not None or not torch.equal(self.identity, identity)
+        return self.expression is not None or not torch.equal(self.identity, identity)
 
 
 def edit_codes(editor: Editor, expressions: ExpressionDirections | None,
                identity: torch.Tensor, attr: str, scale: float) -> CodeEdit:
     """Route the edit: expression attributes to the landmarks (when `expressions` holds them),
     the rest to the editor of the clip code `identity` (D,), whatever its length."""
-    offset = expressions.offset(attr, scale) if expressions is not None and scale else None
-    if offset is not None:
-        return CodeEdit(identity, offset.detach())
+    if expressions is not None and expressions.holds(attr):
+        return CodeEdit(identity, expressions.edit(attr, scale) if scale else None)
     return CodeEdit(within_value_limits(editor.edit(identity, attr, scale), attr))
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+from safetensors import safe_open
 
 from s3edit.edit.base import Editor
 from s3edit.edit.expression import ExpressionDirections
@@ -52,4 +54,8 @@ def load_expressions(weights_dir: Path) -> ExpressionDirections | None:
     folder = weights_dir / "editors" / "expression"
     if not (folder / "config.json").exists():
         return None
+    with safe_open(folder / SAFETENSORS_WEIGHTS_NAME, "pt") as weights:
+        if "limits" not in weights.keys():  # fitted before the limits were kept
+            raise S3EditError(f"{folder} has no expression limits; fit them again with "
+                              "`s3edit train expression`")
     return ExpressionDirections.from_pretrained(folder).eval()

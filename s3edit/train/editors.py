@@ -191,15 +191,18 @@ def train_classifier(data: Path, out: Path, holdout: int = HOLDOUT, limit: int |
 
 def train_expression(data: Path, out: Path, holdout: int = HOLDOUT, limit: int | None = None
                      ) -> Path:
-    """Fit the expression directions, save them to OUT/expression with held-out ROC AUCs of
-    the landmark codes projected on each direction."""
+    """Fit the expression directions and their limits, save them to OUT/expression with the
+    limits and the held-out ROC AUCs of the landmark codes projected on each direction."""
     train, held = labelled_codes(data, holdout, limit)
     expressions = fit_expression_directions(train.landmarks, train.labels)
     folder = out / "expression"
     expressions.save_pretrained(folder)
     metrics: dict = {"train_images": len(train.codes), "held_out_images": len(held.codes),
                      "positives": {a: int(train.labels[:, ATTRIBUTES.index(a)].sum())
-                                   for a in expressions.config.attributes}}
+                                   for a in expressions.config.attributes},
+                     "limits": {a: [round(v, 4) for v in limits.tolist()] for a, limits
+                                in zip(expressions.config.attributes, expressions.limits,
+                                       strict=True)}}
     if len(held.codes):
         metrics["held_out_auc"] = {
             a: round(roc_auc(held.landmarks @ d, held.labels[:, ATTRIBUTES.index(a)]), 4)
