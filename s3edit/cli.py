@@ -45,6 +45,7 @@ app = typer.Typer(
     help="Edit face attributes in videos (add eyeglasses, a smile, age...) while keeping "
          "identity, motion and the rest of the frame.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    rich_markup_mode=None,
 )
 samples_app = typer.Typer(help="Public sample clips: list them, fetch one into the cache.",
                           no_args_is_help=True)

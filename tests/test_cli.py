@@ -410,17 +410,22 @@ def test_help(s3edit_env: dict[str, str]) -> None:
 
 
 def test_help_lists_guidance_and_the_training_options(s3edit_env: dict[str, str]) -> None:
-    env = dict(s3edit_env, COLUMNS="200")  # rich cuts long option names at 80 columns
+    """Every option is named in full, and no line is cut, in a terminal 80 columns wide (rich's
+    help tables cut long option names there: "--keyframe-eve…")."""
+    env = dict(s3edit_env, COLUMNS="80")
 
     def help_of(*command: str) -> str:
         proc = subprocess.run([sys.executable, "-m", "s3edit", *command, "--help"],
                               capture_output=True, text=True, env=env, timeout=60)
         assert proc.returncode == 0, proc.stderr
+        assert "…" not in proc.stdout and max(map(len, proc.stdout.splitlines())) <= 80
         return proc.stdout
 
     for command in ("apply", "preview"):
         text = help_of(command)
         assert all(option in text for option in ("--guidance", "--eta", "--seed")), command
+    apply_help = help_of("apply")
+    assert "--keyframe-every" in apply_help and "--encoder" in apply_help
     text = help_of("train", "autoencoder")
     for option in ("--attributes", "--no-attributes", "--oversample", "--oversample-share",
                    "--bf16", "--fp32", "--max-minutes", "--clear-eyeglasses", "--any-eyeglasses"):
