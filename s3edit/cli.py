@@ -39,7 +39,7 @@ from s3edit.options import (
 )
 from s3edit.progress import stage_progress
 from s3edit.train.cli import train_app
-from s3edit.video import VIDEO_SUFFIXES
+from s3edit.video import VIDEO_SUFFIXES, check_video_name
 
 app = typer.Typer(
     help="Edit face attributes in videos (add eyeglasses, a smile, age...) while keeping "
@@ -115,6 +115,7 @@ def plan_outputs(inputs: list[Path], output: Path | None, out_dir: Path | None, 
             raise UsageError(f"-o takes one input, got {len(inputs)}; use --out-dir for several")
         if not output.parent.is_dir():
             raise S3EditError(f"output folder {output.parent} does not exist")
+        check_video_name(output)
         return [(inputs[0], output)]
     if not out_dir.is_dir():
         raise S3EditError(f"output folder {out_dir} does not exist")
@@ -203,10 +204,11 @@ def apply(
                                                  "weights/, or $S3EDIT_WEIGHTS).")] = None,
     no_model: Annotated[bool, typer.Option("--no-model", help="Skip the autoencoder: track, "
                         "align and paste back only (checks the face stack).")] = False,
-    crf: Annotated[int, typer.Option(min=0, max=51, help="x264/x265 quality, lower is "
-                                     "better.")] = DEFAULTS.crf,
-    encoder: Annotated[str, typer.Option("--encoder", "--codec", help="ffmpeg video encoder.")]
-    = DEFAULTS.encoder,
+    crf: Annotated[int, typer.Option(min=0, max=51, help="x264/x265 quality (VP9's for "
+                                     ".webm), lower is better.")] = DEFAULTS.crf,
+    encoder: Annotated[str, typer.Option("--encoder", "--codec", help="ffmpeg video encoder; "
+                                         "the default becomes libvpx-vp9 for .webm, which "
+                                         "cannot hold H.264.")] = DEFAULTS.encoder,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop the audio track.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input on "
@@ -388,10 +390,13 @@ def preview(
     Example: s3edit preview in.mp4 --frame 30 --attr smiling --scale 0.8 -o preview.png
     """
     from s3edit.pipeline import Pipeline
-    from s3edit.preview import render_preview
+    from s3edit.preview import IMAGE_SUFFIXES, render_preview
 
     try:
         options = EditOptions(attr, scale, guidance=guidance)
+        if output.suffix.lower() not in IMAGE_SUFFIXES:
+            raise UsageError(f"{output}: a picture's name must end in one of "
+                             f"{', '.join(IMAGE_SUFFIXES)}")
         if output.exists() and not overwrite:
             raise S3EditError(f"{output} exists; use --overwrite to replace it")
         if not output.parent.is_dir():

@@ -18,6 +18,8 @@ from s3edit.pipeline import Pipeline
 from s3edit.video import probe, read_frames
 
 PANEL = 256
+# The picture formats a preview is written in (OpenCV's writers).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def edit_frame(pipeline: Pipeline, frame: np.ndarray, face: Face, code: torch.Tensor,

@@ -253,6 +253,20 @@ def test_unknown_attribute_lists_the_valid_names(run_s3edit, junk: dict[str, Pat
     assert listing(out) == []
 
 
+def test_an_output_name_no_container_takes_is_refused_before_any_work(
+        run_s3edit, junk: dict[str, Path], out: Path) -> None:
+    """`-o edited.txt` (apply) and `-o preview.mp4` (preview, a picture) fail at once, saying
+    which endings work, instead of after tracking and editing every frame."""
+    proc = run_s3edit(*apply_args(junk["noface"], "-o", out / "edited.txt"))
+    assert proc.returncode == 2 and "tracking" not in proc.stderr
+    error_message(proc, "edited.txt", ".mp4", ".webm")
+    proc = run_s3edit("preview", junk["noface"], "--attr", "eyeglasses", "--no-model",
+                      "-o", out / "preview.mp4")
+    assert proc.returncode == 2
+    error_message(proc, "preview.mp4", ".png", ".jpg")
+    assert listing(out) == []
+
+
 @pytest.mark.parametrize("how", ["-o", "--out-dir"])
 def test_missing_output_folder(run_s3edit, junk: dict[str, Path], tmp_path: Path,
                                how: str) -> None:

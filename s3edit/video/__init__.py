@@ -3,9 +3,7 @@
 from s3edit.video.info import VideoInfo
 from s3edit.video.probe import has_audio_stream, probe
 from s3edit.video.reader import read_frames
-from s3edit.video.writer import VideoWriter
+from s3edit.video.writer import VIDEO_SUFFIXES, VideoWriter, check_video_name
 
-# File name endings taken for videos when a folder is given.
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-
-__all__ = ["VIDEO_SUFFIXES", "VideoInfo", "VideoWriter", "has_audio_stream", "probe", "read_frames"]
+__all__ = ["VIDEO_SUFFIXES", "VideoInfo", "VideoWriter", "check_video_name", "has_audio_stream",
+           "probe", "read_frames"]

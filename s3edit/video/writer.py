@@ -12,16 +12,30 @@ from typing import IO
 
 import numpy as np
 
-from s3edit.errors import S3EditError
+from s3edit.errors import S3EditError, UsageError
 from s3edit.options import DEFAULT_CRF, DEFAULT_ENCODER
 from s3edit.video.binaries import error_reason, ffmpeg_exe, passthrough_args
 from s3edit.video.info import VideoInfo
 from s3edit.video.probe import has_audio_stream
 
+# The containers written, and the file name endings taken for videos when a folder is given.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 # Containers where the index should sit at the front so playback can start while downloading.
 _FASTSTART = {".mp4", ".mov", ".m4v"}
 # Audio encoder used when the source audio cannot be copied into the output container.
 _AUDIO_FALLBACK = {".webm": "libopus"}
+# Video encoder in place of the default (H.264) for containers that cannot hold H.264.
+_VIDEO_FALLBACK = {".webm": "libvpx-vp9"}
+# Encoder options besides -crf: VP9 reads -crf as constant quality only with -b:v 0, and its
+# default speed is several times slower than x264's.
+_ENCODER_ARGS = {"libvpx-vp9": ["-b:v", "0", "-row-mt", "1", "-cpu-used", "4"]}
+
+
+def check_video_name(out: Path) -> None:
+    """Refuse an output file name whose ending is not a container `VideoWriter` writes."""
+    if out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UsageError(f"{out}: a video's name must end in one of "
+                          f"{', '.join(VIDEO_SUFFIXES)}")
 
 
 class VideoWriter:
@@ -38,6 +52,7 @@ class VideoWriter:
 
     The audio of `audio_from`, if it has any, is copied in full (not cut to the video length);
     when the output container cannot hold that codec it is re-encoded (AAC, Opus for webm).
+    The default video encoder (H.264) becomes VP9 for webm, which cannot hold H.264.
     """
 
     def __init__(
@@ -53,7 +68,8 @@ class VideoWriter:
         self.output = Path(output_path)
         self.info = info
         self.crf = crf
-        self.encoder = encoder  # ffmpeg video encoder (-c:v)
+        self.encoder = (_VIDEO_FALLBACK.get(self.output.suffix.lower(), encoder)
+                        if encoder == DEFAULT_ENCODER else encoder)  # ffmpeg's -c:v
         self.frames_written = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
@@ -61,8 +77,7 @@ class VideoWriter:
 
         # All checks happen here, before any process starts or any file is created.
         out = self.output
-        if not out.suffix:
-            raise S3EditError(f"{out}: output needs a file extension such as .mp4")
+        check_video_name(out)
         if not out.parent.is_dir():
             raise S3EditError(f"output folder {out.parent} does not exist")
         sources = [Path(info.path)] + ([Path(audio_from)] if audio_from is not None else [])
@@ -89,7 +104,8 @@ class VideoWriter:
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
             # The exact rate goes on the input; output timestamps follow it one to one.
             "-framerate", rate, "-i", "pipe:0",
-            "-map", "0:v:0", "-c:v", self.encoder, "-crf", str(self.crf), "-pix_fmt", pix_fmt,
+            "-map", "0:v:0", "-c:v", self.encoder, "-crf", str(self.crf),
+            *_ENCODER_ARGS.get(self.encoder, []), "-pix_fmt", pix_fmt,
             # Convert and tag as BT.709 so players and our reader agree on the colours.
             "-vf", "scale=out_color_matrix=bt709:out_range=tv",
             "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
