@@ -4,8 +4,10 @@
         --data ../shared/data/CelebAMask-HQ-128 --clip ../shared/data/videos/dpe/data/s.mp4 \
         --out runs/ae64/validation [--count 2000] [--steps 10 20 50] [--refine 0 3]
 
-Writes validation.json (reconstruction PSNR and how much the decoder uses the identity code),
-identity-swap.png and samples.png into --out.
+Writes validation.json (reconstruction PSNR, how much the decoder uses the identity code and,
+for a decoder that reads attributes, how often setting one in the clip code draws it on
+held-out faces without it, graded by the evaluation image classifier), identity-swap.png,
+samples.png and edit.png into --out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from s3edit.model.autoencoder import DiffusionFaceAutoencoder
 from s3edit.train.autoencoder import AutoencoderTrainConfig, load_face_sources
 from s3edit.train.validate import (
+    attribute_edit,
     clip_crops,
     code_use,
     identity_swap_strip,
@@ -45,6 +48,11 @@ def main() -> None:
     p.add_argument("--main-refine", type=int, default=3, help="apply's default --refine")
     p.add_argument("--attribute-encoder", type=Path, default=REPO_WEIGHTS / "attribute_encoder",
                    help="for a model that reads attributes")
+    p.add_argument("--edit", default="Eyeglasses",
+                   help="attribute set to +1 in the clip codes of held-out faces without it")
+    p.add_argument("--edit-count", type=int, default=64, help="held-out faces to edit")
+    p.add_argument("--classifier", type=Path, default=REPO_WEIGHTS / "image_classifier",
+                   help="the image classifier that grades the edit (s3edit eval's)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -84,6 +92,16 @@ def main() -> None:
                   f"{len(scores)} crops), {args.clip.name} {clip_scores.mean():.2f} dB "
                   f"(min {clip_scores.min():.2f}, {len(clip_scores)} frames), "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
+    if model.config.attribute_dim:
+        from s3edit.metrics.attributes import load_image_classifier
+
+        edit = attribute_edit(model, held, args.edit, 1.0, load_image_classifier(args.classifier),
+                              args.main_steps, args.main_refine, args.edit_count,
+                              args.out / "edit.png")
+        report["attribute_edit"] = {args.edit: edit}
+        print(f"{args.edit} set to +1 on {edit['faces']} held-out faces without it: "
+              f"probability {edit['before']:.3f} -> {edit['after']:.3f}, "
+              f"success {edit['success_rate']:.2f}")
     others = held.clip_code[torch.tensor([3, 11])]
     identity_swap_strip(model, clip, others, args.main_steps, args.main_refine,
                         args.out / "identity-swap.png")
