@@ -35,7 +35,7 @@ def check_video_name(out: Path) -> None:
     """Refuse an output file name whose ending is not a container `VideoWriter` writes."""
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise UsageError(f"{out}: a video's name must end in one of "
-                          f"{', '.join(VIDEO_SUFFIXES)}")
+                         f"{', '.join(VIDEO_SUFFIXES)}")
 
 
 class VideoWriter:
