@@ -517,6 +517,10 @@ def evaluate(
             result = evaluate_pair(original, edited, resolve_attribute(attr),
                                    image_classifier_dir=classifier, every=every,
                                    face_index=face_index, device=dev, progress=hook)
+        if result["frames_original"] != result["frames_edited"]:  # not an apply pair, likely
+            typer.echo(f"note: {original} has {result['frames_original']} frames and {edited} "
+                       f"{result['frames_edited']}: compared the first {result['frames']}",
+                       err=True)
         if report is not None:
             write_report(result, original, edited, report)
         if as_json:

@@ -3,6 +3,7 @@ the folder convention of the suite, and one real clip measured against itself.""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -251,6 +252,24 @@ def test_real_clip_against_itself(real_clip: Path, tmp_path: Path,
     text = report.read_text()
     assert "<polyline" in text and "data:image/png;base64," in text
     assert "No image attribute classifier" in text
+
+
+def test_eval_of_clips_of_different_lengths_says_what_it_compared(
+        real_clip: Path, tmp_path: Path, run_s3edit):
+    """Clips of different lengths are not an original and its edit as apply writes them: eval
+    still compares the frames they share, and says so on stderr."""
+    short = tmp_path / "short.mp4"
+    subprocess.run([binaries.ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(real_clip),
+                    "-frames:v", "30", "-c:v", "libx264", "-crf", "18", str(short)], check=True)
+    proc = run_s3edit("eval", real_clip, short, "--attr", "eyeglasses", "--every", "10",
+                      "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["frames"], result["frames_original"], result["frames_edited"]) == (30, 60, 30)
+    assert "note:" in proc.stderr and "compared the first 30" in proc.stderr
+    same = run_s3edit("eval", real_clip, real_clip, "--attr", "eyeglasses", "--every", "30",
+                      "-q")
+    assert same.returncode == 0 and "note:" not in same.stderr
 
 
 def test_real_edit_of_the_eyes(real_clip: Path, tmp_path: Path):

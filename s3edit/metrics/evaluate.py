@@ -77,7 +77,8 @@ def evaluate_pair(original: Path, edited: Path, attr: str, *,
 
     Without `image_classifier_dir` the default folder is tried (`default_image_classifier_dir`);
     if there is none, the fidelity numbers are None. NaN values come back as None. Summary keys
-    are SUMMARY_KEYS plus `frames` (compared: the shorter clip's count) and `pixel_change`;
+    are SUMMARY_KEYS plus `frames` (compared: the shorter clip's count; `frames_original` and
+    `frames_edited` are the two counts) and `pixel_change`;
     `attribute_changes` maps each attribute to its mean signed change; `per_frame` holds the
     curves the report plots. Raises NoFaceError if either clip shows no face at all.
     """
@@ -145,7 +146,8 @@ def evaluate_pair(original: Path, edited: Path, attr: str, *,
     height, width, _ = info_o.frame_shape
     return {
         "original": str(original), "edited": str(edited), "attr": attr, "region": region,
-        "frames": frames, "every": every, "frames_sampled": len(indices),
+        "frames": frames, "frames_original": info_o.frame_count,
+        "frames_edited": info_e.frame_count, "every": every, "frames_sampled": len(indices),
         "frames_with_face": int(with_face.sum()),
         "identity": _number(np.mean(similarity[with_face]) if with_face.any() else math.nan),
         "tl_id": _number(tl_id), "tg_id": _number(tg_id),
