@@ -53,7 +53,8 @@ def test_an_edit_below_the_knee_moves_by_scale_times_the_difference():
     lower_bound, lower_knee, upper_knee, upper_bound = \
         model.limits[EXPRESSION_ATTRIBUTES.index("Smiling")].tolist()
     assert lower_bound < lower_knee < upper_knee < upper_bound
-    # A face far from both knees: one without the smile, moved less than the way to the knee.
+    # The median face without a smile, moved half way to the median smiling face: it stays
+    # below the knee, so it gets the whole step.
     face = torch.zeros(LANDMARK_DIM)
     face += (lower_knee - along(model, "Smiling", face)) * difference / difference.norm()
     step = 0.5 * (upper_knee - lower_knee) / difference.norm()
