@@ -146,6 +146,9 @@ def parse_args() -> argparse.Namespace:
                    help="attribute edited (hair attributes widen the mask, slowing paste-back)")
     p.add_argument("--scale", type=float, default=0.6, help="edit strength")
     p.add_argument("--editor", default="s3", help="editor of --model weights or none")
+    p.add_argument("--guidance", default=defaults.guidance,
+                   help="apply's --guidance: auto or a weight (above 1: two network passes a "
+                        "decoding step)")
     p.add_argument("--audio", action="store_true",
                    help="also mux the clip's audio, as apply does (a one-off cost per clip)")
     add_machine_args(p)
@@ -175,7 +178,8 @@ def main() -> None:
         pipeline.timer = stages.timer
         options = EditOptions(args.attr, args.scale, blend=args.blend, batch_size=args.batch,
                               keyframe_every=args.keyframe_every,
-                              identity_frames=args.identity_frames, audio=args.audio)
+                              identity_frames=args.identity_frames, audio=args.audio,
+                              guidance=args.guidance)
         run_start = time.perf_counter()
         result = pipeline.run(info, Path(tmp) / "out.mp4", options)
         wall = time.perf_counter() - run_start
@@ -183,7 +187,8 @@ def main() -> None:
     print()
     print(f"setup (not in the table): loading the models {setup:.2f} s")
     print(f"track: {result.frames_with_face} of {result.frames} frames with a face, "
-          f"{result.frames - result.frames_passed_through} edited")
+          f"{result.frames - result.frames_passed_through} edited, guidance "
+          f"{result.guidance:g}")
     print()
     rows = [(name, stages.calls[name], secs, 1000 * secs / n, secs / wall)
             for name, secs in stages.seconds.items() if stages.calls[name]]

@@ -58,7 +58,9 @@ GUIDANCE_HELP = ("Edit guidance: each decoding step moves this many times as far
                  "code asks from where the unedited code goes (1: none; above 1 costs a second "
                  "network pass a step). auto: 2 on a face turned aside (three-quarter view), "
                  "where the decoder draws only part of an edit; 1 facing the camera or in "
-                 "profile.")
+                 "profile. Putting eyeglasses on (not in profile), auto decodes the first "
+                 "keyframes without guidance and gives the clip what makes up a weak edit "
+                 "(1-2).")
 
 ETA_HELP = ("Fresh noise in each decoding step (DDIM's eta: 0 deterministic, 1 DDPM), the "
             "same draws for every frame and for the unedited reconstruction the edit is "

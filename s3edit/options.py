@@ -19,7 +19,8 @@ DEFAULT_REFINE = 3
 # since there the decoder draws a fraction of the edit: at +0.6 on three turned clips,
 # guidance 2 took Smiling from +0.29 to +0.55, Gray_Hair from +0.04 to +0.17 and the
 # eyeglasses edits that succeed on megaportrait -1eKufUP5XQ_4 from none to all, for 0.005-0.016
-# of identity (bench/README.md, stop 28).
+# of identity (bench/README.md, stop 28). Putting eyeglasses on, "auto" instead takes the
+# guidance from how the clip's first keyframes draw the edit (s3edit.model.guidance).
 DEFAULT_GUIDANCE = "auto"
 TURNED_FACE_GUIDANCE = 2.0
 MAX_GUIDANCE = 20.0

@@ -52,6 +52,7 @@ from s3edit.face.track import FaceTrack, FaceTracker
 from s3edit.keyframes import interpolated_delta, select_keyframes
 from s3edit.model.codes import clip_code, identity_code
 from s3edit.model.face_model import FaceModel, load_face_model
+from s3edit.model.guidance import calibrated_guidance, eye_change
 from s3edit.model.inputs import ModelInput, model_input, to_model_range, to_uint8
 from s3edit.options import (
     ADAPTIVE_DETAIL_KNEE,
@@ -275,11 +276,20 @@ class Pipeline:
     def edit_guidance(options: EditOptions, meshes: np.ndarray) -> float:
         """The edit guidance a face seen as `meshes` (T, 478, 2) decodes with: as asked, or
         with "auto" TURNED_FACE_GUIDANCE where the face is turned aside short of a profile, 1
-        (none) where it faces the camera or is seen in profile."""
+        (none) where it faces the camera or is seen in profile. Where eyeglasses are put on,
+        "auto" is settled by the edit's first keyframes instead (`calibrates_guidance`)."""
         if options.guidance != "auto":
             return float(options.guidance)
         turned = FACING_TURN <= clip_head_turn(meshes) < PROFILE_TURN
         return TURNED_FACE_GUIDANCE if turned else 1.0
+
+    @staticmethod
+    def calibrates_guidance(options: EditOptions, meshes: np.ndarray) -> bool:
+        """Whether "auto" takes the edit guidance of a face seen as `meshes` (T, 478, 2)
+        from how its first keyframes draw the edit (`calibrated_guidance`): where eyeglasses
+        are put on a face not seen in profile."""
+        return (options.guidance == "auto" and options.attr == "Eyeglasses"
+                and options.scale > 0 and clip_head_turn(meshes) < PROFILE_TURN)
 
     def check_edit(self, options: EditOptions) -> None:
         """Fail before any video is read, saying why, when the edit needs an identity editor
@@ -361,7 +371,7 @@ class Pipeline:
                              overwrite=options.overwrite)
         clip = self.analyse(info, options)
         tracked = time.perf_counter()
-        self.render(info, clip, options, writer)
+        guidance = self.render(info, clip, options, writer)
         done = time.perf_counter()
         track = clip.track
         turn = clip_head_turn(track.mesh)
@@ -370,7 +380,7 @@ class Pipeline:
             frames_with_face=track.frames_with_face, frames_filled=track.frames_filled,
             frames_passed_through=track.frames_passed_through, fps=str(info.fps),
             seconds=round(done - start, 3), attr=options.attr, scale=options.scale,
-            guidance=self.edit_guidance(options, track.mesh),
+            guidance=guidance,
             hair_noise="fresh" if self.redraws_hair(options, track.mesh) else "inverted",
             head_turn=None if np.isnan(turn) else round(turn, 2),
             in_profile=bool(turn >= PROFILE_TURN),
@@ -425,21 +435,33 @@ class Pipeline:
         return ClipAnalysis(track=track, clip_code=code)
 
     def render(self, info: VideoInfo, clip: ClipAnalysis, options: EditOptions,
-               writer: VideoWriter) -> None:
-        """Pass 2: edit every tracked frame and write the video."""
+               writer: VideoWriter) -> float:
+        """Pass 2: edit every tracked frame and write the video; returns the edit guidance
+        the clip was decoded with."""
         edit = edit_codes(self.editor, self.expressions, clip.clip_code, options.attr,
                           options.scale)
         keys = self.keyframes(clip.track, options)
         fresh_hair = self.redraws_hair(options, clip.track.mesh)
-        guidance = self.edit_guidance(options, clip.track.mesh)
+        calibrating = self.calibrates_guidance(options, clip.track.mesh)
+        guidance = 1.0 if calibrating else self.edit_guidance(options, clip.track.mesh)
         advance = self.progress("editing frames", info.frame_count)
         pending: list[tuple[int, np.ndarray]] = []
         last_key: tuple[int, np.ndarray] | None = None  # the latest keyframe and its delta
 
         def flush() -> None:
-            nonlocal last_key
+            nonlocal last_key, guidance, calibrating
             batch = self.prepare(pending, clip.track, keys, fresh_hair)
-            self.run_model(batch, clip, edit, options, guidance)
+            latents = self.invert_keys(batch, clip, edit, options)
+            if latents is not None:
+                self.edit_keys(batch, latents, clip, edit, options, guidance)
+                if calibrating:  # the first keyframes set the guidance of the whole clip
+                    calibrating = False
+                    keyframes = batch.keys
+                    guidance = calibrated_guidance(
+                        eye_change(batch.delta[keyframes], batch.inputs.landmarks[keyframes]),
+                        options.scale)
+                    if guidance != 1.0:
+                        self.edit_keys(batch, latents, clip, edit, options, guidance)
             last_key = self.interpolate(batch, last_key)
             frames = self.paste(batch, clip.track, options)
             with self.timer("video encode"):
@@ -462,6 +484,7 @@ class Pipeline:
             raise
         with self.timer("video encode"):
             writer.__exit__(None, None, None)  # flush, mux the audio, rename into place
+        return guidance
 
     def keyframes(self, track: FaceTrack, options: EditOptions) -> np.ndarray:
         """(T,) bool: the frames the model runs on (see `s3edit.keyframes`)."""
@@ -487,30 +510,41 @@ class Pipeline:
                           for t, frame in batch.todo]
         return batch
 
-    def run_model(self, batch: Batch, clip: ClipAnalysis, edit: CodeEdit,
-                  options: EditOptions, guidance: float = 1.0) -> None:
-        """Invert the keyframes' crops under the clip's codes, decode them under the edited
-        ones (with edit `guidance`), and keep what the edit changed in each."""
+    def invert_keys(self, batch: Batch, clip: ClipAnalysis, edit: CodeEdit,
+                    options: EditOptions) -> torch.Tensor | None:
+        """The noise maps of the keyframes' crops under the clip's codes, with fresh noise
+        under the hair where it is redrawn; None where there is nothing to edit."""
         if batch.inputs is None or not batch.keys.any():
-            return
+            return None
         if options.blend != "plain" and not edit.changes(clip.clip_code):
-            return  # nothing to add: the frames stay as they were
+            return None  # nothing to add: the frames stay as they were
         keys = batch.keys
-        x0, landmarks = batch.inputs.images[keys], batch.inputs.landmarks[keys]
         with self.timer("model encode (invert)"):
-            latents = self.model.encode(x0, clip.clip_code, landmarks)
+            latents = self.model.encode(batch.inputs.images[keys], clip.clip_code,
+                                        batch.inputs.landmarks[keys])
         if batch.hair is not None:
-            hair_masks = np.stack([batch.hair[i].crop for i in np.flatnonzero(keys)])
-            latents = with_fresh_hair_noise(latents, hair_masks, hair_redraw_share(options.scale))
-        edited, base = self.decode_change(latents, clip.clip_code, landmarks, edit,
-                                          batch.inputs.crops[keys],
+            latents = with_fresh_hair_noise(latents, self.hair_masks(batch),
+                                            hair_redraw_share(options.scale))
+        return latents
+
+    def edit_keys(self, batch: Batch, latents: torch.Tensor, clip: ClipAnalysis,
+                  edit: CodeEdit, options: EditOptions, guidance: float = 1.0) -> None:
+        """Decode the keyframes' noise maps under the edited codes (with edit `guidance`),
+        and keep what the edit changed in each."""
+        keys = batch.keys
+        edited, base = self.decode_change(latents, clip.clip_code, batch.inputs.landmarks[keys],
+                                          edit, batch.inputs.crops[keys],
                                           options.blend == "residual-decoded", guidance)
         delta = edited.astype(np.float32) - base
         if options.lenses == "clear":
             delta = without_tint(delta)
         if batch.hair is not None:
-            delta = with_even_hair_tint(delta, batch.inputs.crops[keys], hair_masks)
+            delta = with_even_hair_tint(delta, batch.inputs.crops[keys], self.hair_masks(batch))
         batch.delta[keys] = delta
+
+    @staticmethod
+    def hair_masks(batch: Batch) -> np.ndarray:
+        return np.stack([batch.hair[i].crop for i in np.flatnonzero(batch.keys)])
 
     def interpolate(self, batch: Batch, last_key: tuple[int, np.ndarray] | None
                     ) -> tuple[int, np.ndarray] | None:

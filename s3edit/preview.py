@@ -12,6 +12,7 @@ import torch
 from s3edit.errors import NoFaceError, S3EditError
 from s3edit.face.align import align_crop, square_from_landmarks, to_crop_coords
 from s3edit.face.landmarks import Face, FaceDetector
+from s3edit.model.guidance import calibrated_guidance, eye_change
 from s3edit.model.inputs import ModelInput
 from s3edit.options import EditOptions
 from s3edit.pipeline import Pipeline
@@ -24,23 +25,36 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 def edit_frame(pipeline: Pipeline, frame: np.ndarray, face: Face, code: torch.Tensor,
                inputs: ModelInput, latents: torch.Tensor, options: EditOptions
-               ) -> tuple[np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray, float]:
     """One frame edited as `s3edit apply` edits it with these `options` (`code`, `inputs` and
-    `latents` from `Pipeline.invert_face`): the edited crop at the model's resolution, and the
-    frame with what the edit changed pasted back through apply's mask for the attribute. At
-    the model's resolution a spectacle rim is a pixel or two wide; in the frame it is seen at
-    the frame's."""
+    `latents` from `Pipeline.invert_face`): the edited crop at the model's resolution, the
+    frame with what the edit changed pasted back through apply's mask for the attribute, and
+    the edit guidance it was decoded with. At the model's resolution a spectacle rim is a
+    pixel or two wide; in the frame it is seen at the frame's."""
     square = square_from_landmarks(face.lm68)
+    meshes = face.mesh[None]
     hair = (pipeline.find_hair(frame, face.mesh, square)
-            if pipeline.redraws_hair(options, face.mesh[None]) else None)
-    edited = pipeline.decode_face(code, inputs, latents, options.attr, options.scale, hair,
-                                  clear_lenses=options.lenses == "clear",
-                                  guidance=pipeline.edit_guidance(options, face.mesh[None]))
+            if pipeline.redraws_hair(options, meshes) else None)
+
+    def decoded(guidance: float) -> np.ndarray:
+        return pipeline.decode_face(code, inputs, latents, options.attr, options.scale, hair,
+                                    clear_lenses=options.lenses == "clear", guidance=guidance)
+
+    crop = inputs.crops[0].astype(np.float32)
+    if pipeline.calibrates_guidance(options, meshes):  # as apply's first keyframes do
+        edited = decoded(1.0)
+        guidance = calibrated_guidance(eye_change((edited - crop)[None], inputs.landmarks),
+                                       options.scale)
+        if guidance != 1.0:
+            edited = decoded(guidance)
+    else:
+        guidance = pipeline.edit_guidance(options, meshes)
+        edited = decoded(guidance)
     parser = pipeline.parser(options.mask)
     labels = None if parser is None else parser(align_crop(frame, square, parser.size)[None])[0]
-    crop = inputs.crops[0].astype(np.float32)
-    return edited, pipeline.paste_face(frame, crop, edited.astype(np.float32) - crop, square,
-                                       face.mesh, options, labels, hair)
+    in_frame = pipeline.paste_face(frame, crop, edited.astype(np.float32) - crop, square,
+                                   face.mesh, options, labels, hair)
+    return edited, in_frame, guidance
 
 
 def render_preview(video: Path, frame_number: int, options: EditOptions, pipeline: Pipeline,
@@ -61,7 +75,8 @@ def render_preview(video: Path, frame_number: int, options: EditOptions, pipelin
     square = square_from_landmarks(face.lm68)
     code, inputs, latents = pipeline.invert_face(frame, face.lm68)
     recon = pipeline.decode_face(code, inputs, latents, options.attr, 0)
-    edited, edited_in_frame = edit_frame(pipeline, frame, face, code, inputs, latents, options)
+    edited, edited_in_frame, guidance = edit_frame(pipeline, frame, face, code, inputs, latents,
+                                                   options)
 
     annotated = align_crop(frame, square, PANEL)
     for x, y in to_crop_coords(face.lm68, square, PANEL):
@@ -73,7 +88,6 @@ def render_preview(video: Path, frame_number: int, options: EditOptions, pipelin
     panels.append(align_crop(edited_in_frame, square, PANEL))
     strip = np.hstack(panels)
     res = pipeline.model.resolution
-    guidance = pipeline.edit_guidance(options, face.mesh[None])
     edit = f"{options.attr} {options.scale:+g}" + (f" w {guidance:g}" if guidance != 1 else "")
     labels = ["original", f"reconstruction ({res} px)", f"{edit} ({res} px)", "in the frame"]
     for i, label in enumerate(labels):

@@ -61,7 +61,7 @@ def main() -> None:
             code, inputs, latents = pipeline.invert_face(frame, face.lm68)
             cells = [face_cell(frame, square)]
             for options in edits:
-                _, edited = edit_frame(pipeline, frame, face, code, inputs, latents, options)
+                _, edited, _ = edit_frame(pipeline, frame, face, code, inputs, latents, options)
                 cells.append(face_cell(edited, square))
             rows.append(np.hstack(cells))
     strip = np.vstack(rows)

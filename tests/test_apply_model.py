@@ -313,3 +313,30 @@ def test_clear_lenses_draw_rims_where_the_decoded_edit_darkens_the_eyes(run_s3ed
     # installs), whose x264 encodes them otherwise.
     assert result["clear"]["identity"] >= 0.96
     assert result["clear"]["identity"] >= result["decoded"]["identity"] - 0.015
+
+
+def test_auto_guidance_draws_the_glasses_a_face_gets_too_little_of(run_s3edit, shared_data,
+                                                                   tmp_path):
+    """videoretalking 3 faces the camera; without guidance its eyeglasses edit at +0.6 only
+    shades the eyes (Eyeglasses 0.07 on 48 frames). The first keyframes show it, so the
+    default decodes the clip with guidance, and the classifier sees glasses. liveportrait d0
+    draws them without help and keeps guidance 1."""
+    from s3edit.metrics.evaluate import evaluate_pair
+
+    def edit(parts: tuple[str, ...], *extra: str) -> tuple[dict, dict]:
+        clip = tmp_path / f"{parts[-1]}"
+        if not clip.exists():
+            ffmpeg("-i", shared_clip(shared_data, parts), "-frames:v", "12", "-an", clip)
+        out = tmp_path / f"{parts[-1]}.{len(extra)}.mp4"
+        record = apply(run_s3edit, clip, out, "--scale", "0.6", *extra, steps=10)
+        return record, evaluate_pair(clip, out, "Eyeglasses", every=3)
+
+    weak = ("videoretalking", "examples", "face", "3.mp4")
+    record, result = edit(weak)
+    assert record["guidance"] >= 1.5
+    assert np.mean(result["per_frame"]["target_edited"]) > 0.6
+    assert result["identity"] >= 0.96
+    _, unguided = edit(weak, "--guidance", "1")
+    assert max(unguided["per_frame"]["target_edited"]) < 0.3
+    record, _ = edit(("liveportrait", "driving", "d0.mp4"))
+    assert record["guidance"] == 1.0

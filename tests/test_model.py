@@ -401,3 +401,42 @@ def test_stochastic_face_model_shares_its_noise_across_frames():
     reseeded = DiffusionFaceModel(codec.model, steps=3, refine=0, precision="fp32", eta=0.5,
                                   seed=8)
     assert (reseeded.decode(latents, identity[0], landmarks) - decoded).abs().mean() > 1e-3
+
+
+def eyes_at(left: float, right: float, height: float, n: int = 1) -> torch.Tensor:
+    """Landmark codes (n, 102) with the eyes (iBUG 36-47) spread from `left` to `right` at
+    `height`, in [-1, 1] crop coordinates, and every other point at the mouth (0, 0.6)."""
+    points = torch.tensor([0.0, 0.6]).repeat(51, 1)
+    eyes = torch.linspace(left, right, 12)
+    points[19:31] = torch.stack([eyes, torch.full((12,), height)], -1)
+    return points.flatten().repeat(n, 1)
+
+
+def test_eye_change_reads_the_eyes_box_of_each_crop():
+    from s3edit.model.guidance import eye_change
+
+    delta = torch.zeros(2, 64, 64, 3).numpy()
+    delta[:, 46:56] = -40  # the mouth's rows: not the eyes' business
+    landmarks = eyes_at(-0.5, 0.5, -0.1, 2)
+    assert eye_change(delta, landmarks) == 0
+    delta[0, 26:31, 14:50] = -30  # a rim across the eyes of the first crop
+    change = eye_change(delta, landmarks)
+    assert 0 < change < 30
+    # The box follows the landmarks: for eyes lower down it takes in the mouth's rows.
+    assert eye_change(delta, eyes_at(-0.5, 0.5, 0.45, 2)) > change
+
+
+def test_calibrated_guidance_makes_up_a_weak_eyeglasses_edit():
+    from s3edit.model.guidance import (
+        EYE_CHANGE_PER_SCALE,
+        MAX_CALIBRATED_GUIDANCE,
+        calibrated_guidance,
+    )
+
+    wanted = EYE_CHANGE_PER_SCALE * 0.6
+    assert calibrated_guidance(2 * wanted, 0.6) == 1.0, "never weaker than the code asks"
+    assert calibrated_guidance(wanted / 1.5, 0.6) == 1.5
+    assert calibrated_guidance(wanted / 10, 0.6) == MAX_CALIBRATED_GUIDANCE
+    assert calibrated_guidance(0.0, 0.6) == MAX_CALIBRATED_GUIDANCE
+    # The change asked for grows with the scale: a subtle edit is not pushed to a strong one.
+    assert calibrated_guidance(wanted / 1.5, 0.3) == 1.0

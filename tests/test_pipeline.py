@@ -155,6 +155,21 @@ def profile_mesh() -> np.ndarray:
     return profile
 
 
+def test_auto_guidance_of_eyeglasses_put_on_is_settled_by_the_first_keyframes():
+    frontal, turned = frontal_and_turned_meshes()
+
+    def calibrates(options: EditOptions, mesh: np.ndarray) -> bool:
+        return Pipeline.calibrates_guidance(options, mesh[None])
+
+    glasses = EditOptions("eyeglasses", 0.6)
+    assert calibrates(glasses, frontal) and calibrates(glasses, turned)
+    assert not calibrates(glasses, profile_mesh()), "in profile guidance only breaks the face"
+    assert not calibrates(glasses, np.full_like(frontal, np.nan)), "never tracked"
+    assert not calibrates(EditOptions("eyeglasses", -0.6), frontal), "taking them off"
+    assert not calibrates(EditOptions("smiling", 0.6), frontal)
+    assert not calibrates(EditOptions("eyeglasses", 0.6, guidance="1.5"), frontal), "as asked"
+
+
 def test_hair_noise_is_fresh_for_hair_edits_of_a_face_facing_the_camera():
     frontal, turned = frontal_and_turned_meshes()
     untracked = np.full_like(frontal, np.nan)
