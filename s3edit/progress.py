@@ -43,7 +43,7 @@ def stage_progress(console: Console, enabled: bool = True) -> Iterator[ProgressH
 
             def advance(n: int) -> None:
                 done[0] += n
-                if done[0] >= total:
+                if done[0] - n < total <= done[0]:  # once, as the stage ends
                     took = time.perf_counter() - start
                     console.print(f"{stage}: {total} frames in {took:.1f} s", highlight=False)
             console.print(f"{stage}: {total} frames ...", highlight=False)

@@ -636,3 +636,22 @@ def test_a_face_in_profile_is_told(run_s3edit, shared_data: Path, tmp_path: Path
     assert "the face is seen in profile" in proc.stderr
     record = json.loads(run_s3edit(*apply_args(src, "-o", out / "b.mp4", "--json", "-q")).stdout)
     assert record["in_profile"] and record["head_turn"] > 1.3
+
+
+def test_plain_progress_says_a_stage_ended_once():
+    """apply's last flush of a clip can advance by 0 frames after the last keyframe's batch
+    wrote them all; the end line was then printed twice."""
+    import io
+
+    from rich.console import Console
+
+    from s3edit.progress import stage_progress
+
+    out = io.StringIO()
+    with stage_progress(Console(file=out, force_terminal=False)) as progress:
+        advance = progress("editing frames", 4)
+        for n in (3, 1, 0):
+            advance(n)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and all(PROGRESS.match(line) for line in lines), lines
+    assert lines[1].startswith("editing frames: 4 frames in ")
