@@ -544,6 +544,7 @@ class Pipeline:
 
     @staticmethod
     def hair_masks(batch: Batch) -> np.ndarray:
+        """(K, HAIR_CROP, HAIR_CROP) the hair found in each keyframe's aligned crop."""
         return np.stack([batch.hair[i].crop for i in np.flatnonzero(batch.keys)])
 
     def interpolate(self, batch: Batch, last_key: tuple[int, np.ndarray] | None

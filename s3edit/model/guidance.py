@@ -5,9 +5,9 @@ others. At eyeglasses +0.6 without guidance, 10 of 23 clips facing the camera go
 fewer than 90% of their frames, some on none. Edit guidance
 (`DiffusionFaceAutoencoder.sample`) scales the edit at decoding. Guidance 2 on every clip
 drew glasses on most of the 10, but over-drew them on the others: liveportrait d10's
-identity fell from 0.980 to 0.936 (bench/README.md, stop 39). So the first keyframes are decoded
-without guidance, and the clip gets the guidance that brings their change over the eyes up
-to what clips that draw spectacle frames show.
+identity fell from 0.980 to 0.936 (bench/README.md, stop 39). So the first keyframes are
+decoded without guidance, and the clip gets the guidance that brings their change over the
+eyes up to what clips that draw spectacle frames show.
 """
 
 from __future__ import annotations
