@@ -18,6 +18,8 @@ import torch
 IDENTITY_DIM = 128
 ATTRIBUTE_DIM = 40
 LANDMARK_DIM = 102
+# The landmark code holds iBUG points 17-67: the jaw (0-16) is left out.
+FIRST_CODED_POINT = 17
 
 
 def identity_code(embedding: torch.Tensor) -> torch.Tensor:
@@ -42,4 +44,4 @@ def renormalise_clip_code(code: torch.Tensor) -> torch.Tensor:
 
 def landmark_code(lm68_unit: torch.Tensor) -> torch.Tensor:
     """(..., 68, 2) points in [0, 1] crop coordinates -> (..., 102)."""
-    return (lm68_unit[..., 17:, :].float() * 2 - 1).flatten(-2)
+    return (lm68_unit[..., FIRST_CODED_POINT:, :].float() * 2 - 1).flatten(-2)

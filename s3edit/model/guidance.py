@@ -15,14 +15,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from s3edit.model.codes import FIRST_CODED_POINT
+
 # The mean change over the eyes (0-255, in the model's crop, lenses clear) to reach, per unit
 # of scale: 20 at +0.6. That is about what guidance 1.5 draws on a typical clip. Without
 # guidance, the clips that got glasses showed 10-23 and those that did not 7-18, so no
 # threshold separates them (bench/README.md, stop 39).
 EYE_CHANGE_PER_SCALE = 33.0
 MAX_CALIBRATED_GUIDANCE = 2.0
-# The eyes in a landmark code (`s3edit.model.codes.landmark_code`: iBUG points 17-67): 36-47.
-_EYES = slice(36 - 17, 48 - 17)
+# The eyes (iBUG points 36-47) in a landmark code.
+_EYES = slice(36 - FIRST_CODED_POINT, 48 - FIRST_CODED_POINT)
 
 
 def eye_change(delta: np.ndarray, landmarks: torch.Tensor | np.ndarray) -> float:
